@@ -1,0 +1,84 @@
+"""Resumable training state, stored without pickle.
+
+Tensors (model, best model, optimizer buffers) go into safetensors files and everything
+else into JSON, in a ``.checkpoint`` folder inside the run's output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+CHECKPOINT_DIR = ".checkpoint"
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, entry in state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    for idx, entries in meta["scalars"].items():
+        state.setdefault(int(idx), {}).update(entries)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(
+    run_dir: Path,
+    model: torch.nn.Module,
+    best_state: dict[str, torch.Tensor] | None,
+    optimizer: torch.optim.Optimizer,
+    meta: dict[str, Any],
+) -> None:
+    """Write the state after an epoch; the folder is replaced atomically."""
+    final = run_dir / CHECKPOINT_DIR
+    tmp = run_dir / (CHECKPOINT_DIR + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp / "model.safetensors"))
+    if best_state is not None:
+        save_file({k: v.contiguous() for k, v in best_state.items()}, str(tmp / "best.safetensors"))
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    (tmp / "state.json").write_text(json.dumps({**meta, "optimizer": opt_meta}, indent=1))
+    old = run_dir / (CHECKPOINT_DIR + ".old")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+    """The saved state, or ``None`` when the run has no checkpoint."""
+    folder = run_dir / CHECKPOINT_DIR
+    if not (folder / "state.json").is_file():
+        return None
+    meta = json.loads((folder / "state.json").read_text())
+    best = folder / "best.safetensors"
+    return {
+        "meta": meta,
+        "model": load_file(str(folder / "model.safetensors")),
+        "best": load_file(str(best)) if best.is_file() else None,
+        "optimizer": _unflatten_optimizer(load_file(str(folder / "optimizer.safetensors")), meta.pop("optimizer")),
+    }
+
+
+def remove_checkpoint(run_dir: Path) -> None:
+    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)

@@ -1,0 +1,315 @@
+"""The ``deepfake-detector`` command: one sub-command per verb, all thin over the library.
+
+Progress and messages go to stderr, results to stdout (or ``--output``). Exit status:
+0 when every input was handled, 2 when some inputs failed, 1 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any, Sequence
+
+from . import __version__
+from .errors import DeepfakeDetectorError
+from .results import Prediction
+
+EXIT_OK, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2
+
+EXAMPLES = """\
+examples:
+  deepfake-detector demo                                   train and run a small model on generated images
+  deepfake-detector train DATA_DIR --arch seed-cnn --epochs 10 --out runs/seed
+  deepfake-detector evaluate TEST_DIR --model runs/seed --out reports/seed --launder
+  deepfake-detector predict photo.jpg more_photos/ --model runs/seed --format csv --output results.csv
+  deepfake-detector models
+  deepfake-detector import-keras prototype.h5 --out runs/prototype
+
+DATA_DIR holds 'real' and 'fake' subfolders (any letter case, images at any depth;
+the first folder below them is the group, e.g. fake/Deepfakes/x.jpg), or is a CSV
+manifest with columns path,label[,group].
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with exit status 1 for usage errors (argparse's own default is 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1]; got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1; got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="deepfake-detector",
+        description="Tell whether a picture of a person is real or fake.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"deepfake-detector {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a detector on a folder of real and fake images")
+    p.add_argument("data", metavar="DATA", help="folder with real/ and fake/ subfolders, or a CSV manifest")
+    p.add_argument("--out", required=True, help="output bundle folder")
+    p.add_argument("--arch", default="seed-cnn", help="architecture name (see 'deepfake-detector models')")
+    p.add_argument("--epochs", type=_positive_int, default=10)
+    p.add_argument("--batch-size", type=_positive_int, help="default: the architecture's recipe")
+    p.add_argument("--lr", type=float, help="learning rate; default: the architecture's recipe")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
+    p.add_argument("--schedule", choices=["constant", "cosine"])
+    p.add_argument("--augment", help="'default', 'none', or probabilities like 'jpeg=0.8,blur=0,flip=0.5' "
+                   "(keys: flip, crop, color, blur, rescale, jpeg); default: the recipe's")
+    p.add_argument("--val-dir", help="validation data (folder or manifest) instead of a split of DATA")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="share of DATA held out for validation (default 0.2)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--patience", type=int, default=5, help="early stopping after this many epochs without a better validation AUC; 0: off")
+    init = p.add_mutually_exclusive_group()
+    init.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights (needs network)")
+    init.add_argument("--init-weights", metavar="FILE", help="start from a local safetensors file")
+    p.add_argument("--workers", type=int, help="data-loading processes (default: up to 2)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+    p = sub.add_parser("evaluate", help="measure a trained detector on labelled data; writes report.md and plots")
+    p.add_argument("data", metavar="DATA", help="folder with real/ and fake/ subfolders, or a CSV manifest")
+    p.add_argument("--model", required=True, help="bundle folder")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--launder", action="store_true", help="also score a copy shrunk to 512 px and re-saved as JPEG q80")
+    p.add_argument("--threshold", type=_probability, help="override the bundle's threshold")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--workers", type=_positive_int)
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("predict", help="score images, folders (recursive) and globs")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("--model", required=True, help="bundle folder")
+    p.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
+    p.add_argument("--output", "-o", help="write results to this file instead of stdout")
+    p.add_argument("--threshold", type=_probability, help="override the bundle's threshold")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--workers", type=_positive_int, help="decoding threads (default: CPU count)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+    p = sub.add_parser("models", help="list the architectures that train --arch accepts")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+
+    p = sub.add_parser("import-keras", help="turn the prototype's Keras .h5 model into a bundle")
+    p.add_argument("h5", metavar="MODEL.h5")
+    p.add_argument("--out", required=True, help="output bundle folder")
+    p.add_argument("--threshold", type=_probability, default=0.5)
+
+    p = sub.add_parser("demo", help="train a small model on generated images, evaluate it and predict with it")
+    p.add_argument("--out", default="demo-output", help="working folder (default: demo-output)")
+    p.add_argument("--epochs", type=_positive_int, default=6)
+    return parser
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[str]:
+    """Files as given, folders walked recursively for images, glob patterns expanded.
+
+    A path that does not exist and matches nothing is kept, so that it is reported as failed.
+    """
+    from .media.image import is_image_path
+
+    paths: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            paths.extend(str(p) for p in sorted(path.rglob("*")) if p.is_file() and is_image_path(p))
+        elif not path.exists() and glob.has_magic(item):
+            matches = sorted(glob.glob(item, recursive=True))
+            found = [m for m in matches if Path(m).is_file()]
+            paths.extend(found if found else [item])
+        else:
+            paths.append(item)
+    return paths
+
+
+class _Writer:
+    """Streams Predictions as an aligned table, JSON lines or CSV."""
+
+    def __init__(self, fmt: str, stream: IO[str], path_width: int) -> None:
+        self.fmt, self.stream = fmt, stream
+        self.path_width = max(4, min(path_width, 80))
+        if fmt == "csv":
+            self.csv = csv.DictWriter(stream, fieldnames=Prediction.field_names())
+            self.csv.writeheader()
+        elif fmt == "table":
+            w = self.path_width
+            stream.write(f"{'path':<{w}}  {'label':<5}  {'p_fake':>7}  {'confidence':>10}  {'seconds':>8}  error\n")
+
+    def write(self, pred: Prediction) -> None:
+        if self.fmt == "jsonl":
+            self.stream.write(pred.to_json() + "\n")
+        elif self.fmt == "csv":
+            self.csv.writerow(pred.to_dict())
+        else:
+            w = self.path_width
+            path = pred.path or ""
+            if len(path) > w:
+                path = "..." + path[-(w - 3):]
+            if pred.ok:
+                self.stream.write(f"{path:<{w}}  {pred.label:<5}  {pred.p_fake:>7.4f}  {pred.confidence:>10.4f}  {pred.seconds:>8.4f}\n")
+            else:
+                self.stream.write(f"{path:<{w}}  {'-':<5}  {'-':>7}  {'-':>10}  {pred.seconds:>8.4f}  {pred.error}\n")
+        self.stream.flush()
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .detector import Detector
+
+    detector = Detector.load(args.model)
+    paths = expand_inputs(args.inputs)
+    if not paths:
+        print("error: no images found in the given inputs.", file=sys.stderr)
+        return EXIT_USAGE
+    out: IO[str] = open(args.output, "w", newline="") if args.output else sys.stdout
+    started = time.perf_counter()
+    n_ok = n_fake = n_failed = 0
+    try:
+        writer = _Writer(args.format, out, max(len(p) for p in paths))
+        results = detector.predict_many(paths, batch_size=args.batch_size, workers=args.workers, threshold=args.threshold)
+        show_bar = not args.quiet and len(paths) > 1
+        for pred in tqdm(results, total=len(paths), disable=not show_bar, file=sys.stderr, unit="img", leave=False):
+            writer.write(pred)
+            if pred.ok:
+                n_ok += 1
+                n_fake += pred.label == "fake"
+            else:
+                n_failed += 1
+                print(f"failed: {pred.error}", file=sys.stderr)
+    finally:
+        if args.output:
+            out.close()
+    if not args.quiet:
+        elapsed = time.perf_counter() - started
+        summary = f"{n_ok} scored ({n_fake} fake, {n_ok - n_fake} real), {n_failed} failed"
+        summary += ": see above" if n_failed else ""
+        summary += f"; {elapsed:.2f} s in all"
+        if args.output:
+            summary += f"; results saved to {args.output}"
+        print(summary, file=sys.stderr)
+    return EXIT_PARTIAL if n_failed else EXIT_OK
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .training import TrainConfig, train
+
+    config = TrainConfig(
+        data=args.data, out=args.out, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, weight_decay=args.weight_decay, optimizer=args.optimizer, schedule=args.schedule,
+        augment=args.augment, val_dir=args.val_dir, val_fraction=args.val_fraction, seed=args.seed,
+        patience=args.patience, pretrained=args.pretrained, init_weights=args.init_weights,
+        workers=args.workers, device=args.device,
+    )
+    bundle = train(config, resume=args.resume, progress=not args.quiet)
+    print(bundle)
+    return EXIT_OK
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate
+
+    result = evaluate(args.model, args.data, args.out, launder=args.launder, threshold=args.threshold,
+                      batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
+    for section in result["sections"]:
+        m = section["metrics"]
+        print(
+            f"{section['name']:<10} n={m['n']}  accuracy={m['accuracy_score']:.4f}  "
+            f"roc_auc={_fmt(m['roc_auc_score'])}  ap={_fmt(m['average_precision_score'])}  eer={_fmt(m['equal_error_rate'])}",
+            file=sys.stderr,
+        )
+    print(result["report"])
+    failed = sum(section["metrics"].get("n_failed", 0) for section in result["sections"])
+    return EXIT_PARTIAL if failed else EXIT_OK
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models import count_parameters, get_spec, list_models
+
+    rows = [
+        {"name": n, "input_size": get_spec(n).input_size, "parameters": count_parameters(n),
+         "description": get_spec(n).description}
+        for n in list_models()
+    ]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    print(f"{'name':<20} {'input':>7} {'parameters':>12}  description")
+    for r in rows:
+        size = f"{r['input_size']}x{r['input_size']}"
+        print(f"{r['name']:<20} {size:>7} {r['parameters']:>12,}  {r['description']}")
+    return EXIT_OK
+
+
+def _cmd_import_keras(args: argparse.Namespace) -> int:
+    from .keras_import import import_keras_h5
+
+    print(import_keras_h5(args.h5, args.out, threshold=args.threshold))
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, epochs=args.epochs)
+    return EXIT_OK
+
+
+_COMMANDS = {
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "predict": _cmd_predict,
+    "models": _cmd_models,
+    "import-keras": _cmd_import_keras,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (the console script exits with it)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _COMMANDS[args.command](args)
+    except DeepfakeDetectorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Every error a user can cause, as one family of typed exceptions.
+
+Front ends catch :class:`DeepfakeDetectorError` and show its message; the message
+always names the thing at fault (a file, a model name, a parameter) and the reason.
+Each class also subclasses the matching built-in, so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+
+
+class DeepfakeDetectorError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class MediaError(DeepfakeDetectorError):
+    """An input file or buffer could not be used; ``path`` names it, ``reason`` says why."""
+
+    def __init__(self, path: str | PathLike[str] | None, reason: str) -> None:
+        self.path = str(path) if path is not None else "<in-memory input>"
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class MediaNotFoundError(MediaError, FileNotFoundError):
+    """The input path does not exist or is not a file."""
+
+
+class EmptyFileError(MediaError, ValueError):
+    """The input has zero bytes."""
+
+
+class UnsupportedMediaError(MediaError, ValueError):
+    """The input is not an image (or video) in a format we read."""
+
+
+class CorruptMediaError(MediaError, ValueError):
+    """The input claims a known format but cannot be decoded (truncated, damaged)."""
+
+
+class MediaTooLargeError(MediaError, ValueError):
+    """The input exceeds a size limit (pixel count or bytes): a guard against decompression bombs."""
+
+
+class UnknownModelError(DeepfakeDetectorError, ValueError):
+    """A model name is not in the registry."""
+
+
+class BundleError(DeepfakeDetectorError, ValueError):
+    """A model bundle folder is missing, incomplete or inconsistent."""
+
+
+class DatasetError(DeepfakeDetectorError, ValueError):
+    """A data set folder or manifest cannot be used for training or evaluation."""
+
+
+class InvalidArgumentError(DeepfakeDetectorError, ValueError):
+    """A parameter has a value outside what the function accepts."""
+
+
+class ModelImportError(DeepfakeDetectorError, ValueError):
+    """A foreign model file (for example a Keras ``.h5``) cannot be mapped onto our network."""

@@ -1,0 +1,309 @@
+"""Turn any still image a user hands us into one kind of array, and mimic upload re-encoding.
+
+Everything downstream (preprocessing, models, reports) expects an ``HxWx3`` C-contiguous
+uint8 RGB array. This module is the single place that deals with file formats, pixel modes,
+EXIF orientation and transparency, and that turns bad input into the typed errors of
+:mod:`deepfake_detector.errors`, each naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import (
+    CorruptMediaError,
+    EmptyFileError,
+    InvalidArgumentError,
+    MediaError,
+    MediaNotFoundError,
+    MediaTooLargeError,
+    UnsupportedMediaError,
+)
+
+IMAGE_SUFFIXES: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+)
+DEFAULT_MAX_PIXELS: int = 100_000_000
+
+# Only these Pillow plugins may identify a file: the formats we promise, and no plugin that
+# shells out or parses exotic containers (EPS runs Ghostscript, for example).
+_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+_FORMAT_NAMES = "JPEG, PNG, WebP, BMP, TIFF and GIF"
+
+# Modes that carry an alpha channel, and 8-bit modes whose "transparency" info marks
+# transparent pixels; both are composited onto the background instead of dropping alpha.
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "PA"})
+_KEYED_TRANSPARENCY_MODES = frozenset({"L", "P", "RGB"})
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+
+# What Pillow raises on damaged or truncated data while parsing headers or decoding pixels.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, struct.error)
+
+_WHITE = (255, 255, 255)
+
+
+def is_image_path(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` has an image suffix; used to pick image files out of folders cheaply."""
+    return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_SUFFIXES
+
+
+def load_image(
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Image | np.ndarray,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    background: tuple[int, int, int] = _WHITE,
+    name: str | None = None,
+) -> np.ndarray:
+    """Read ``source`` as an ``HxWx3`` C-contiguous uint8 RGB array (always a fresh array).
+
+    The format is decided by content, EXIF orientation is applied, transparency is
+    composited onto ``background``, and images over ``max_pixels`` are refused from their
+    header, before any pixel is decoded. ``name`` replaces the source's name in errors
+    (for example an upload's file name).
+    """
+    if not _is_int(max_pixels) or max_pixels < 1:
+        raise InvalidArgumentError(f"max_pixels must be a positive integer; got {max_pixels!r}.")
+    _check_background(background)
+
+    if isinstance(source, np.ndarray):
+        return _array_to_rgb(source, name or "<array>", background, max_pixels)
+    if isinstance(source, Image.Image):
+        label = name or "<PIL image>"
+        return _pil_to_rgb(_decoded(source, label, max_pixels), label, background)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        label = name or "<bytes>"
+        data = bytes(source)
+        if not data:
+            raise EmptyFileError(label, "no data (0 bytes)")
+        return _read(io.BytesIO(data), label, max_pixels, background)
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        label = name or path
+        if os.path.isdir(path):
+            raise MediaNotFoundError(label, "is a directory, not an image file")
+        if not os.path.exists(path):
+            raise MediaNotFoundError(label, "no such file")
+        if not os.path.isfile(path):
+            raise MediaNotFoundError(label, "is not a regular file")
+        try:
+            handle = open(path, "rb")
+        except OSError as exc:
+            raise MediaNotFoundError(label, f"cannot be opened ({exc.strerror})") from exc
+        with handle:
+            if os.fstat(handle.fileno()).st_size == 0:
+                raise EmptyFileError(label, "file is empty (0 bytes)")
+            return _read(handle, label, max_pixels, background)
+    raise UnsupportedMediaError(
+        name or f"<{type(source).__name__}>",
+        "expected a file path, bytes, a PIL image or a numpy array",
+    )
+
+
+def launder(image: np.ndarray, *, max_side: int = 512, quality: int = 80) -> np.ndarray:
+    """Shrink and JPEG re-encode ``image`` the way a platform treats an upload.
+
+    Detectors see laundered pictures in the wild, so training and tests need the same
+    loss: the longer side becomes at most ``max_side`` (never upscaled), then the image is
+    JPEG-encoded at ``quality`` and decoded again. Returns ``HxWx3`` uint8 RGB.
+    """
+    if not _is_int(max_side) or max_side < 1:
+        raise InvalidArgumentError(f"max_side must be a positive integer; got {max_side!r}.")
+    picture = Image.fromarray(_array_to_rgb(image, "<array>", _WHITE, None))
+    width, height = picture.size
+    if max(width, height) > max_side:
+        if width >= height:
+            size = (max_side, max(1, round(height * max_side / width)))
+        else:
+            size = (max(1, round(width * max_side / height)), max_side)
+        picture = picture.resize(size, Image.Resampling.LANCZOS)
+    return load_image(_jpeg_bytes(picture, quality), name="<laundered JPEG>")
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    """JPEG bytes of an image array (any array kind :func:`load_image` accepts), as RGB."""
+    return _jpeg_bytes(Image.fromarray(_array_to_rgb(image, "<array>", _WHITE, None)), quality)
+
+
+def _jpeg_bytes(picture: Image.Image, quality: int) -> bytes:
+    """Encode an RGB Pillow image as JPEG at ``quality`` (1 to 100)."""
+    if not _is_int(quality) or not 1 <= quality <= 100:
+        raise InvalidArgumentError(f"quality must be an integer from 1 to 100; got {quality!r}.")
+    buffer = io.BytesIO()
+    picture.save(buffer, format="JPEG", quality=int(quality))
+    return buffer.getvalue()
+
+
+def _check_background(background: tuple[int, int, int]) -> None:
+    """Refuse a background that is not three 0..255 integers, before any work is done."""
+    if (
+        not isinstance(background, (tuple, list))
+        or len(background) != 3
+        or not all(_is_int(v) and 0 <= v <= 255 for v in background)
+    ):
+        raise InvalidArgumentError(
+            f"background must be a tuple of three integers from 0 to 255; got {background!r}."
+        )
+
+
+def _is_int(value: object) -> bool:
+    """Whether ``value`` is an integer (Python or numpy), not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_size(label: str, width: int, height: int, max_pixels: int) -> None:
+    """Refuse empty images and images over the pixel limit, from their dimensions alone."""
+    if width <= 0 or height <= 0:
+        raise UnsupportedMediaError(label, f"image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise MediaTooLargeError(
+            label,
+            f"image is {width}x{height} ({width * height:,} pixels), "
+            f"over the limit of {max_pixels:,} pixels",
+        )
+
+
+@contextmanager
+def _pillow_errors(label: str) -> Iterator[None]:
+    """Translate Pillow's exceptions into our errors.
+
+    Pillow's decompression-bomb warning is silenced: ``max_pixels`` is checked from the
+    header before decoding, so our limit, not Pillow's global one, decides.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            yield
+        except MediaError:
+            raise
+        except UnidentifiedImageError as exc:
+            raise UnsupportedMediaError(
+                label, f"not an image in a supported format ({_FORMAT_NAMES})"
+            ) from exc
+        except Image.DecompressionBombError as exc:
+            raise MediaTooLargeError(
+                label, f"image is too large for Pillow's decompression-bomb guard ({exc})"
+            ) from exc
+        except _DECODE_ERRORS as exc:
+            raise CorruptMediaError(label, f"image data is truncated or damaged ({exc})") from exc
+
+
+def _read(
+    stream: IO[bytes],
+    label: str,
+    max_pixels: int,
+    background: tuple[int, int, int],
+) -> np.ndarray:
+    """Identify, decode and convert the image in ``stream``; the Pillow image is closed after."""
+    with _pillow_errors(label):
+        picture = Image.open(stream, formats=_FORMATS)
+    with picture:
+        return _pil_to_rgb(_decoded(picture, label, max_pixels), label, background)
+
+
+def _decoded(picture: Image.Image, label: str, max_pixels: int) -> Image.Image:
+    """Check the header size, decode all pixels (first frame) and apply EXIF orientation.
+
+    Returns a new image, so the caller's image is never modified.
+    """
+    _check_size(label, picture.width, picture.height, max_pixels)
+    with _pillow_errors(label):
+        picture.load()
+        oriented = ImageOps.exif_transpose(picture)
+    return oriented
+
+
+def _pil_to_rgb(
+    picture: Image.Image, label: str, background: tuple[int, int, int]
+) -> np.ndarray:
+    """Convert a decoded image of any pixel mode to an ``HxWx3`` uint8 RGB array."""
+    mode = picture.mode
+    if mode in _ALPHA_MODES or (
+        mode in _KEYED_TRANSPARENCY_MODES and "transparency" in picture.info
+    ):
+        return _composite(picture.convert("RGBA"), background)
+    if mode in _SIXTEEN_BIT_MODES:
+        # "I" may hold anything a 32-bit integer can; values outside 0..65535 are clipped.
+        values = np.clip(np.asarray(picture), 0, 65535).astype(np.uint32)
+        return _gray_to_rgb(((values + 128) // 257).astype(np.uint8))
+    if mode == "F":
+        return _gray_to_rgb(_float_to_uint8(np.asarray(picture)))
+    try:
+        rgb = picture.convert("RGB")
+    except ValueError as exc:
+        raise UnsupportedMediaError(
+            label, f"pixel mode {mode!r} cannot be converted to RGB"
+        ) from exc
+    return np.array(rgb, dtype=np.uint8, order="C")
+
+
+def _composite(rgba: Image.Image, background: tuple[int, int, int]) -> np.ndarray:
+    """Blend an RGBA image over an opaque ``background``, as a viewer would show it."""
+    base = Image.new("RGBA", rgba.size, (*background, 255))
+    return np.array(Image.alpha_composite(base, rgba).convert("RGB"), dtype=np.uint8, order="C")
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    """Repeat an ``HxW`` uint8 array into three identical channels."""
+    return np.repeat(gray[:, :, np.newaxis], 3, axis=2)
+
+
+def _float_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Floats in [0, 1] are scaled by 255; any other range is taken as 0..255 and clipped.
+
+    NaN counts as 0, so one bad value cannot poison the whole image.
+    """
+    values = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=255.0, neginf=0.0)
+    if values.min() >= 0.0 and values.max() <= 1.0:
+        values = values * 255.0
+    return np.rint(np.clip(values, 0.0, 255.0)).astype(np.uint8)
+
+
+def _array_to_rgb(
+    array: np.ndarray,
+    label: str,
+    background: tuple[int, int, int],
+    max_pixels: int | None,
+) -> np.ndarray:
+    """Convert a gray, RGB or RGBA array of a supported dtype to a fresh uint8 RGB array."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise UnsupportedMediaError(
+            label,
+            f"array of shape {array.shape} is not an image; "
+            "expected HxW, HxWx1, HxWx3 (RGB) or HxWx4 (RGBA)",
+        )
+    if array.size == 0:
+        raise UnsupportedMediaError(label, f"array of shape {array.shape} has no pixels")
+    if max_pixels is not None:
+        _check_size(label, array.shape[1], array.shape[0], max_pixels)
+
+    if array.dtype == np.uint8:
+        pixels = array
+    elif array.dtype == np.bool_:
+        pixels = np.where(array, np.uint8(255), np.uint8(0))
+    elif array.dtype == np.uint16:
+        pixels = ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif np.issubdtype(array.dtype, np.floating):
+        pixels = _float_to_uint8(array)
+    else:
+        raise UnsupportedMediaError(
+            label,
+            f"array dtype {array.dtype} is not supported; "
+            "use uint8, uint16, bool or float in [0, 1]",
+        )
+
+    if pixels.ndim == 2:
+        return _gray_to_rgb(pixels)
+    if pixels.shape[2] == 4:
+        return _composite(Image.fromarray(np.ascontiguousarray(pixels)), background)
+    return np.array(pixels, dtype=np.uint8, order="C")

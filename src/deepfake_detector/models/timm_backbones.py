@@ -1,0 +1,55 @@
+"""timm backbones with a one-logit head, under the names users know them by.
+
+Random initialisation by default. ``pretrained=True`` asks timm for its weights, which
+needs a network; offline users pass a local safetensors file to ``load_init_weights``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ..errors import InvalidArgumentError
+from .registry import IMAGENET_MEAN, IMAGENET_STD, register_model
+
+_SCRATCH_RECIPE = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05, "augment": "default", "batch_size": 32}
+
+# our name -> (timm name, input size, Grad-CAM layer, description)
+TIMM_BACKBONES: dict[str, tuple[str, int, str, str]] = {
+    "resnet18": ("resnet18", 224, "layer4", "ResNet-18 (timm), 224 px."),
+    "efficientnet_b0": ("efficientnet_b0", 224, "bn2", "EfficientNet-B0 (timm), 224 px."),
+    "efficientnet_lite0": ("efficientnet_lite0", 224, "bn2", "EfficientNet-Lite0 (timm), 224 px."),
+    "mobilenetv2_100": ("mobilenetv2_100", 224, "bn2", "MobileNetV2 1.0 (timm), 224 px."),
+    "xception": ("legacy_xception", 299, "act4", "Xception as in FaceForensics++ (timm legacy_xception), 299 px."),
+}
+
+
+def _timm_builder(timm_name: str):
+    def build(*, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+        import timm
+
+        try:
+            return timm.create_model(timm_name, pretrained=pretrained, num_classes=1, **kwargs)
+        except Exception as exc:
+            if not pretrained:
+                raise
+            raise InvalidArgumentError(
+                f"Could not fetch pretrained weights for {timm_name!r} ({type(exc).__name__}: {exc}). "
+                "This needs network access to the Hugging Face hub; offline, pass a local "
+                "safetensors file with --init-weights FILE instead."
+            ) from exc
+
+    return build
+
+
+for _name, (_timm_name, _size, _layer, _description) in TIMM_BACKBONES.items():
+    register_model(
+        _name,
+        input_size=_size,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        explain_layer=_layer,
+        description=_description,
+        recipe=_SCRATCH_RECIPE,
+    )(_timm_builder(_timm_name))

@@ -1,0 +1,71 @@
+"""The one transform from an RGB image to the network's input, shared by train and predict.
+
+Its parameters live in the bundle config, so a bundle always gets the transform it was
+trained with. Steps: resize to the input size, scale to [0, 1], subtract mean, divide by std.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .errors import BundleError
+
+_INTERPOLATIONS = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+    "area": Image.Resampling.BOX,
+}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an ``HxWx3`` uint8 RGB image becomes a ``3xSxS`` float32 array."""
+
+    input_size: int
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _INTERPOLATIONS:
+            raise BundleError(
+                f"Unknown interpolation {self.interpolation!r}; expected one of {sorted(_INTERPOLATIONS)}."
+            )
+        if self.input_size < 8:
+            raise BundleError(f"input_size must be at least 8 pixels; got {self.input_size}.")
+
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """Resize to the square input size (no-op when already that size)."""
+        s = self.input_size
+        if image.shape[0] == s and image.shape[1] == s:
+            return image
+        pil = Image.fromarray(image)
+        return np.asarray(pil.resize((s, s), _INTERPOLATIONS[self.interpolation]))
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Resize, scale and normalise one image; returns ``(3, S, S)`` float32."""
+        x = self.resize(image).astype(np.float32) / 255.0
+        x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        try:
+            return cls(
+                input_size=int(d["input_size"]),
+                mean=tuple(float(v) for v in d.get("mean", (0.0, 0.0, 0.0))),
+                std=tuple(float(v) for v in d.get("std", (1.0, 1.0, 1.0))),
+                interpolation=str(d.get("interpolation", "bilinear")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"Invalid preprocessing section in bundle config: {exc}") from exc

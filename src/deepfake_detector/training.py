@@ -1,0 +1,327 @@
+"""Training: data set in, model bundle out.
+
+``train(TrainConfig(...))`` splits the data, trains with the augmentations and recipe the
+architecture calls for, keeps the checkpoint with the best validation ROC AUC, stops early
+when it stops improving, picks the threshold on validation data and writes a bundle.
+An interrupted run continues with ``resume=True`` and ends with the same weights as an
+uninterrupted one (same seed, CPU): every random draw is derived from (seed, epoch, index).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .bundle import BundleConfig, save_bundle
+from .checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
+from .data.augment import parse_augment
+from .data.dataset import Sample, class_counts, load_dataset, stratified_split
+from .data.torch_dataset import ImageDataset
+from .devices import pick_device
+from .errors import DatasetError, InvalidArgumentError
+from .metrics import compute_metrics
+from .models import create_model, get_spec, load_init_weights
+from .preprocess import Preprocessing
+from .threshold import choose_threshold
+
+EpochCallback = Callable[[int, dict[str, Any]], None]
+_OPTIMIZERS = ("adam", "adamw", "sgd")
+_SCHEDULES = ("cosine", "constant")
+# Changing one of these between an interrupted run and its resume would mix two runs.
+_RESUME_KEYS = ("data", "arch", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "augment",
+                "val_dir", "val_fraction", "seed", "pretrained", "init_weights")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; ``None`` means "the architecture's recipe default"."""
+
+    data: str
+    out: str
+    arch: str = "seed-cnn"
+    epochs: int = 10
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    optimizer: str | None = None
+    schedule: str | None = None
+    augment: str | None = None
+    val_dir: str | None = None
+    val_fraction: float = 0.2
+    seed: int = 42
+    patience: int = 5
+    pretrained: bool = False
+    init_weights: str | None = None
+    workers: int | None = None
+    device: str = "auto"
+
+    def resolved(self) -> TrainConfig:
+        """A copy with recipe defaults filled in and every value checked."""
+        spec = get_spec(self.arch)
+        recipe = {"batch_size": 32, "lr": 1e-3, "weight_decay": 0.0, "optimizer": "adam",
+                  "schedule": "constant", "augment": "default", **spec.recipe}
+        values = asdict(self)
+        for key, default in recipe.items():
+            if values.get(key) is None:
+                values[key] = default
+        if values["workers"] is None:
+            values["workers"] = min(2, os.cpu_count() or 1)
+        cfg = TrainConfig(**values)
+        if cfg.epochs < 1:
+            raise InvalidArgumentError(f"epochs must be at least 1; got {cfg.epochs}.")
+        if cfg.batch_size < 1:
+            raise InvalidArgumentError(f"batch_size must be at least 1; got {cfg.batch_size}.")
+        if not cfg.lr > 0:
+            raise InvalidArgumentError(f"lr must be positive; got {cfg.lr}.")
+        if cfg.optimizer not in _OPTIMIZERS:
+            raise InvalidArgumentError(f"optimizer must be one of {_OPTIMIZERS}; got {cfg.optimizer!r}.")
+        if cfg.schedule not in _SCHEDULES:
+            raise InvalidArgumentError(f"schedule must be one of {_SCHEDULES}; got {cfg.schedule!r}.")
+        if cfg.patience < 0:
+            raise InvalidArgumentError(f"patience must be 0 (off) or more; got {cfg.patience}.")
+        parse_augment(cfg.augment)
+        return cfg
+
+
+def _split(cfg: TrainConfig) -> tuple[list[Sample], list[Sample]]:
+    samples = load_dataset(cfg.data)
+    if cfg.val_dir:
+        train_s, val_s = samples, load_dataset(cfg.val_dir)
+    else:
+        train_s, val_s = stratified_split(samples, cfg.val_fraction, cfg.seed)
+    for name, part in (("training", train_s), ("validation", val_s)):
+        counts = class_counts(part)
+        if min(counts.values()) == 0:
+            raise DatasetError(f"{cfg.data}: the {name} part needs both real and fake images; it has {counts}.")
+    return train_s, val_s
+
+
+def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True)
+
+
+def _lr_at(cfg: TrainConfig, epoch: int) -> float:
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+    return cfg.lr
+
+
+@torch.no_grad()
+def _score(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and fake-logits over a loader, in sample order."""
+    model.eval()
+    targets, logits = [], []
+    for x, y, _ in loader:
+        logits.append(model(x.to(device)).float().reshape(-1).cpu())
+        targets.append(y)
+    return torch.cat(targets).numpy(), torch.cat(logits).numpy()
+
+
+def _log(message: str, progress: bool) -> None:
+    if progress:
+        tqdm.write(message, file=sys.stderr)
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch_end: EpochCallback | None = None,
+) -> Path:
+    """Train and write a bundle to ``config.out``; returns the bundle path.
+
+    ``on_epoch_end(epoch, history_row)`` runs after each epoch's checkpoint is saved
+    (tests use it to interrupt a run).
+    """
+    cfg = config.resolved()
+    out = Path(cfg.out)
+    device = pick_device(cfg.device)
+    state = load_checkpoint(out) if resume else None
+    if resume and state is None:
+        _log(f"No interrupted run in {out}; starting from the beginning.", progress)
+    if state is not None:
+        saved = state["meta"]["config"]
+        diffs = [k for k in _RESUME_KEYS if saved.get(k) != getattr(cfg, k)]
+        if diffs:
+            raise InvalidArgumentError(
+                f"{out}: cannot resume with different settings ({', '.join(diffs)}); "
+                "rerun with the original ones or without --resume."
+            )
+
+    spec = get_spec(cfg.arch)
+    preprocessing = Preprocessing(spec.input_size, spec.mean, spec.std)
+    augment_config = parse_augment(cfg.augment)
+    train_s, val_s = _split(cfg)
+    counts = class_counts(train_s)
+
+    torch.manual_seed(cfg.seed)
+    model = create_model(cfg.arch, pretrained=cfg.pretrained)
+    if cfg.init_weights:
+        loaded, skipped = load_init_weights(model, cfg.init_weights)
+        _log(f"Initial weights: {len(loaded)} tensors loaded, {len(skipped)} skipped, from {cfg.init_weights}", progress)
+    model.to(device)
+    optimizer = _make_optimizer(cfg, model)
+    pos_weight = torch.tensor([counts["real"] / counts["fake"]], device=device)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+
+    train_ds = ImageDataset(train_s, preprocessing, augment_config, cfg.seed)
+    val_loader = DataLoader(ImageDataset(val_s, preprocessing), batch_size=cfg.batch_size, num_workers=cfg.workers)
+
+    history: list[dict[str, Any]] = []
+    best_state: dict[str, torch.Tensor] | None = None
+    best_score, best_epoch, bad_epochs, start_epoch = -math.inf, 0, 0, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        best_state = state["best"]
+        meta = state["meta"]
+        history, best_score, best_epoch = meta["history"], meta["best_score"], meta["best_epoch"]
+        bad_epochs, start_epoch = meta["bad_epochs"], meta["epoch"]
+        _log(f"Resuming {out} after epoch {start_epoch}.", progress)
+
+    _log(
+        f"Training {cfg.arch} on {len(train_s)} images ({counts['real']} real, {counts['fake']} fake), "
+        f"validating on {len(val_s)}, device {device.type}.",
+        progress,
+    )
+    stopped_early = False
+    for epoch in range(start_epoch, cfg.epochs):
+        if cfg.patience and bad_epochs >= cfg.patience:
+            stopped_early = True
+            break
+        started = time.perf_counter()
+        torch.manual_seed(cfg.seed * 1000 + epoch)
+        train_ds.set_epoch(epoch)
+        loader = DataLoader(
+            train_ds,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(cfg.seed + epoch),
+            num_workers=cfg.workers,
+            drop_last=len(train_ds) > cfg.batch_size,
+        )
+        lr = _lr_at(cfg, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        model.train()
+        total_loss, total_correct, seen = 0.0, 0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress, file=sys.stderr)
+        for x, y, _ in bar:
+            x, yf = x.to(device), y.float().to(device)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                logits = model(x).reshape(-1)
+                loss = loss_fn(logits.float(), yf)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total_loss += loss.item() * len(y)
+            total_correct += int(((logits.detach() >= 0).long().cpu() == y).sum())
+            seen += len(y)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+        y_val, val_logits = _score(model, val_loader, device)
+        p_val = 1.0 / (1.0 + np.exp(-val_logits.astype(np.float64)))
+        val_loss = float(nn.functional.binary_cross_entropy_with_logits(
+            torch.from_numpy(val_logits), torch.from_numpy(y_val).float()))
+        val_auc = compute_metrics(y_val, p_val, 0.5)["roc_auc_score"]
+        row = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": total_loss / max(seen, 1),
+            "train_accuracy": total_correct / max(seen, 1),
+            "val_loss": val_loss,
+            "val_accuracy": float(((p_val >= 0.5).astype(int) == y_val).mean()),
+            "val_roc_auc": val_auc,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        history.append(row)
+        score = val_auc if val_auc is not None else -val_loss
+        improved = score > best_score
+        if improved:
+            best_score, best_epoch, bad_epochs = score, epoch + 1, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+        _log(
+            f"epoch {epoch + 1}/{cfg.epochs}  train_loss {row['train_loss']:.4f}  train_acc {row['train_accuracy']:.3f}  "
+            f"val_loss {val_loss:.4f}  val_acc {row['val_accuracy']:.3f}  val_auc "
+            f"{'n/a' if val_auc is None else f'{val_auc:.4f}'}  ({row['seconds']:.0f}s){'  *best' if improved else ''}",
+            progress,
+        )
+        meta = {"config": asdict(cfg), "epoch": epoch + 1, "history": history, "best_score": best_score,
+                "best_epoch": best_epoch, "bad_epochs": bad_epochs}
+        save_checkpoint(out, model, best_state, optimizer, meta)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, row)
+
+    if cfg.patience and bad_epochs >= cfg.patience and len(history) < cfg.epochs:
+        stopped_early = True
+    if stopped_early:
+        _log(f"Stopped early: no validation improvement for {cfg.patience} epochs.", progress)
+    assert best_state is not None
+    model.load_state_dict(best_state)
+    model.eval()
+    y_val, val_logits = _score(model, val_loader, device)
+    p_val = 1.0 / (1.0 + np.exp(-val_logits.astype(np.float64)))
+    threshold = choose_threshold(y_val, p_val)
+    val_metrics = compute_metrics(y_val, p_val, threshold, [s.group for s in val_s])
+
+    from . import __version__
+
+    bundle_config = BundleConfig(
+        arch=cfg.arch,
+        preprocessing=preprocessing,
+        output="logit_fake",
+        threshold=threshold,
+        explain_layer=spec.explain_layer,
+        name=out.name,
+        training={
+            "data": str(cfg.data),
+            "val_data": str(cfg.val_dir) if cfg.val_dir else f"stratified {cfg.val_fraction:.0%} of data, seed {cfg.seed}",
+            "n_train": len(train_s),
+            "n_val": len(val_s),
+            "class_counts": counts,
+            "config": {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in ("out", "workers", "device")},
+            "augment": augment_config.to_dict(),
+            "best_epoch": best_epoch,
+            "epochs_run": len(history),
+            "stopped_early": stopped_early,
+            "device": device.type,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "package_version": __version__,
+            "history": history,
+        },
+        metrics={"validation": val_metrics},
+    )
+    remove_checkpoint(out)
+    model.cpu()
+    bundle = save_bundle(out, bundle_config, model)
+    from .plots import plot_training_curves
+
+    plot_training_curves(history, bundle / "training_curves.png")
+    _log(
+        f"Saved {bundle} (best epoch {best_epoch}, validation ROC AUC "
+        f"{val_metrics['roc_auc_score']:.4f}, threshold {threshold:.4f}).",
+        progress,
+    )
+    return bundle

@@ -1,0 +1,28 @@
+"""Shared fixtures: small generated data sets and one trained bundle per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deepfake_detector.data.synthetic import make_synthetic_dataset
+
+
+@pytest.fixture(scope="session")
+def synthetic_train(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_synthetic_dataset(tmp_path_factory.mktemp("train"), n_per_class=48, size=128, seed=0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_test(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_synthetic_dataset(tmp_path_factory.mktemp("test"), n_per_class=24, size=128, seed=1)
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(tmp_path_factory: pytest.TempPathFactory, synthetic_train: Path) -> Path:
+    """A seed-cnn trained for a few epochs on the generated task (shared by many tests)."""
+    from deepfake_detector.training import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("runs") / "seed"
+    return train(TrainConfig(data=str(synthetic_train), out=str(out), epochs=6, batch_size=16, workers=0), progress=False)

@@ -1,0 +1,127 @@
+"""Training: it learns, it writes a complete bundle, and resume matches an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from deepfake_detector import Detector
+from deepfake_detector.bundle import CONFIG_FILE, WEIGHTS_FILE
+from deepfake_detector.errors import DatasetError, InvalidArgumentError, UnknownModelError
+from deepfake_detector.training import TrainConfig, train
+
+
+def test_training_beats_chance_on_unseen_images(trained_bundle: Path, synthetic_test: Path) -> None:
+    det = Detector.load(trained_bundle)
+    real = sorted((synthetic_test / "real").rglob("*.png"))
+    fake = sorted((synthetic_test / "fake").rglob("*.png"))
+    preds = list(det.predict_many(real + fake, batch_size=16, workers=1))
+    p = np.array([pr.p_fake for pr in preds])
+    y = np.array([0] * len(real) + [1] * len(fake))
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(y, p) > 0.85
+    labels = np.array([pr.label == "fake" for pr in preds])
+    assert (labels == y.astype(bool)).mean() > 0.75
+
+
+def test_bundle_contents(trained_bundle: Path) -> None:
+    assert (trained_bundle / WEIGHTS_FILE).is_file()
+    assert (trained_bundle / "training_curves.png").stat().st_size > 0
+    assert not (trained_bundle / ".checkpoint").exists()
+    config = json.loads((trained_bundle / CONFIG_FILE).read_text())
+    assert config["arch"] == "seed-cnn"
+    assert config["output"] == "logit_fake"
+    assert config["labels"] == ["real", "fake"]
+    assert 0.0 <= config["threshold"] <= 1.0
+    assert config["preprocessing"]["input_size"] == 128
+    assert config["training"]["augment"]["jpeg_p"] == 0.0, "seed-cnn's prototype recipe has no augmentation"
+    assert config["training"]["config"]["optimizer"] == "adam"
+    assert len(config["training"]["history"]) == config["training"]["epochs_run"]
+    assert config["metrics"]["validation"]["roc_auc_score"] is not None
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_gives_same_weights_as_uninterrupted(tmp_path: Path, synthetic_train: Path) -> None:
+    common = dict(data=str(synthetic_train), arch="seed-cnn", epochs=3, batch_size=16, workers=0, patience=0,
+                  augment="default")
+    full = train(TrainConfig(out=str(tmp_path / "full"), **common), progress=False)
+
+    def stop_after_first(epoch: int, row: dict) -> None:
+        if epoch == 1:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train(TrainConfig(out=str(tmp_path / "cut"), **common), progress=False, on_epoch_end=stop_after_first)
+    assert (tmp_path / "cut" / ".checkpoint").is_dir()
+    assert not (tmp_path / "cut" / WEIGHTS_FILE).exists()
+    resumed = train(TrainConfig(out=str(tmp_path / "cut"), **common), resume=True, progress=False)
+
+    a, b = load_file(str(full / WEIGHTS_FILE)), load_file(str(resumed / WEIGHTS_FILE))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert np.array_equal(a[key].numpy(), b[key].numpy()), key
+    ha = json.loads((full / CONFIG_FILE).read_text())["training"]["history"]
+    hb = json.loads((resumed / CONFIG_FILE).read_text())["training"]["history"]
+    assert [r["train_loss"] for r in ha] == [r["train_loss"] for r in hb]
+
+
+def test_resume_refuses_changed_settings(tmp_path: Path, synthetic_train: Path) -> None:
+    def stop(epoch: int, row: dict) -> None:
+        raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train(TrainConfig(data=str(synthetic_train), out=str(tmp_path / "r"), epochs=2, workers=0), progress=False,
+              on_epoch_end=stop)
+    with pytest.raises(InvalidArgumentError, match="lr"):
+        train(TrainConfig(data=str(synthetic_train), out=str(tmp_path / "r"), epochs=2, workers=0, lr=0.1),
+              resume=True, progress=False)
+
+
+def test_early_stopping(tmp_path: Path, synthetic_train: Path) -> None:
+    # A learning rate of zero never improves after epoch 1, so patience 1 stops at epoch 2.
+    bundle = train(TrainConfig(data=str(synthetic_train), out=str(tmp_path / "es"), epochs=6, patience=1,
+                               lr=1e-12, workers=0), progress=False)
+    training = json.loads((bundle / CONFIG_FILE).read_text())["training"]
+    assert training["stopped_early"] is True
+    assert training["epochs_run"] == 2
+    assert training["best_epoch"] == 1
+
+
+def test_val_dir_is_used(tmp_path: Path, synthetic_train: Path, synthetic_test: Path) -> None:
+    bundle = train(TrainConfig(data=str(synthetic_train), out=str(tmp_path / "vd"), epochs=1, val_dir=str(synthetic_test),
+                               workers=0), progress=False)
+    training = json.loads((bundle / CONFIG_FILE).read_text())["training"]
+    assert training["n_train"] == 96 and training["n_val"] == 48
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error"),
+    [
+        ({"arch": "resnet81"}, UnknownModelError),
+        ({"epochs": 0}, InvalidArgumentError),
+        ({"optimizer": "rmsprop"}, InvalidArgumentError),
+        ({"augment": "jpeg=2"}, InvalidArgumentError),
+        ({"val_fraction": 1.5}, InvalidArgumentError),
+    ],
+)
+def test_bad_settings_fail_before_training(tmp_path: Path, synthetic_train: Path, overrides: dict, error: type) -> None:
+    with pytest.raises(error):
+        train(TrainConfig(data=str(synthetic_train), out=str(tmp_path / "x"), **overrides), progress=False)
+    assert not (tmp_path / "x" / WEIGHTS_FILE).exists()
+
+
+def test_one_class_data_is_refused(tmp_path: Path, synthetic_train: Path) -> None:
+    only_real = tmp_path / "only"
+    (only_real / "real").mkdir(parents=True)
+    for p in list((synthetic_train / "real").rglob("*.png"))[:6]:
+        (only_real / "real" / p.name).write_bytes(p.read_bytes())
+    with pytest.raises(DatasetError, match="both real and fake"):
+        train(TrainConfig(data=str(only_real), out=str(tmp_path / "o")), progress=False)
