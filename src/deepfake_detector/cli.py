@@ -201,7 +201,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 n_fake += pred.label == "fake"
             else:
                 n_failed += 1
-                print(f"failed: {pred.error}", file=sys.stderr)
+                tqdm.write(f"failed: {pred.error}", file=sys.stderr)  # not glued to the progress bar
     finally:
         if args.output:
             out.close()
@@ -297,7 +297,10 @@ _COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (the console script exits with it)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors, --help and --version end parsing with a status
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

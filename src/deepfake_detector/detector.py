@@ -151,14 +151,16 @@ class Detector:
 
             fill()
             batch: list[tuple[Any, np.ndarray | None, str | None, float]] = []
+            n_ready = 0
             while pending:
                 src, fut = pending.popleft()
                 fill()
-                batch.append((src, *fut.result()))
-                ready = [b for b in batch if b[1] is not None]
-                if len(ready) >= batch_size or not pending:
+                item = (src, *fut.result())
+                batch.append(item)
+                n_ready += item[1] is not None
+                if n_ready >= batch_size or not pending:
                     yield from self._finish(batch, t)
-                    batch = []
+                    batch, n_ready = [], 0
 
     def _finish(self, batch: list[tuple[Any, np.ndarray | None, str | None, float]], threshold: float) -> Iterator[Prediction]:
         arrays = [x for _, x, _, _ in batch if x is not None]

@@ -274,8 +274,6 @@ def train(
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, row)
 
-    if cfg.patience and bad_epochs >= cfg.patience and len(history) < cfg.epochs:
-        stopped_early = True
     if stopped_early:
         _log(f"Stopped early: no validation improvement for {cfg.patience} epochs.", progress)
     assert best_state is not None

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from ..errors import InvalidArgumentError
+from ..media.image import encode_jpeg
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,7 @@ def augment(image: np.ndarray, config: AugmentConfig, rng: np.random.Generator) 
         small = (max(8, int(size[0] * f)), max(8, int(size[1] * f)))
         pil = pil.resize(small, Image.Resampling.BILINEAR).resize(size, Image.Resampling.BILINEAR)
     if rng.random() < config.jpeg_p:
-        buf = io.BytesIO()
-        pil.save(buf, format="JPEG", quality=int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1)))
-        buf.seek(0)
-        pil = Image.open(buf).convert("RGB")
+        quality = int(rng.integers(config.jpeg_quality[0], config.jpeg_quality[1] + 1))
+        with Image.open(io.BytesIO(encode_jpeg(np.asarray(pil), quality))) as decoded:
+            pil = decoded.convert("RGB")
     return np.asarray(pil.convert("RGB"))

@@ -42,6 +42,14 @@ class SeedCNN(nn.Module):
             nn.Dropout(0.5),
             nn.Linear(128, 1),
         )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Keras' default initialisation (Glorot-uniform kernels, zero biases), as the prototype had."""
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
