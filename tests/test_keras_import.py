@@ -84,6 +84,8 @@ def test_keras3_h5_matches_keras_predictions(prototype, tmp_path):
     assert config.preprocessing.input_size == 128
     assert tuple(config.preprocessing.mean) == (0.0, 0.0, 0.0)
     assert tuple(config.preprocessing.std) == (1.0, 1.0, 1.0)
+    assert config.preprocessing.interpolation == "nearest"  # Keras' load_img default
+    assert config.training["resize"] == "nearest, as Keras' load_img"
     assert config.training["imported_from"] == "prototype.h5"
     assert config.training["source"] == "keras-h5"
 
@@ -183,3 +185,68 @@ def test_missing_weights_are_refused(prototype, tmp_path):
     with pytest.raises(ModelImportError, match="dense_1") as err:
         import_keras_h5(broken, tmp_path / "bundle")
     assert "broken.h5" in str(err.value)
+
+
+def _keras_p_real(model, image_path, interpolation: str = "nearest") -> float:
+    """P(real) through Keras' own loading pipeline, as the prototype was trained and used."""
+    img = keras.utils.load_img(str(image_path), target_size=(128, 128), interpolation=interpolation)
+    x = keras.utils.img_to_array(img)[None] / 255.0
+    return float(np.asarray(model.predict(x, verbose=0)).reshape(-1)[0])
+
+
+def test_resized_input_matches_keras_load_img(prototype, tmp_path):
+    from PIL import Image
+
+    from deepfake_detector import Detector
+
+    path, _, _ = prototype
+    # A 200x160 (W x H) image with gradients, blocks and noise: the resize to 128x128 matters.
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[0:160, 0:200]
+    img = np.stack([xx * 255 // 199, yy * 255 // 159, ((xx // 16 + yy // 16) % 2) * 200], axis=-1)
+    img = np.clip(img + rng.integers(-40, 41, size=img.shape), 0, 255).astype(np.uint8)
+    image_path = tmp_path / "photo.png"
+    Image.fromarray(img, "RGB").save(image_path)
+
+    model = keras.models.load_model(str(path), compile=False)
+    p_real = _keras_p_real(model, image_path)
+    # Only meaningful if the interpolation changes the answer.
+    assert abs(_keras_p_real(model, image_path, "bilinear") - p_real) > 1e-4
+
+    bundle = import_keras_h5(path, tmp_path / "bundle")
+    pred = Detector.load(bundle, device="cpu").predict(image_path)
+    assert pred.p_fake == pytest.approx(1.0 - p_real, rel=0, abs=1e-5)
+
+
+def test_keras_archive_is_refused_with_a_hint(tmp_path):
+    keras.utils.set_random_seed(0)
+    path = tmp_path / "model.keras"
+    _prototype().save(str(path))
+    with pytest.raises(ModelImportError, match="not an HDF5 file") as err:
+        import_keras_h5(path, tmp_path / "bundle")
+    message = str(err.value)
+    assert "model.keras" in message
+    assert "zip archive" in message and "'.keras' file" in message
+    assert "model.save('model.h5')" in message
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_cli_import_keras(prototype, tmp_path, capsys):
+    from deepfake_detector.cli import main
+
+    path, _, _ = prototype
+    out = tmp_path / "b"
+    assert main(["import-keras", str(path), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    config, _ = load_bundle(out)
+    assert config.arch == "seed-cnn"
+    assert config.preprocessing.interpolation == "nearest"
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model\n")
+    assert main(["import-keras", str(text), "--out", str(tmp_path / "c")]) == 1
+    captured = capsys.readouterr()
+    assert "notes.txt" in captured.err
+    assert "not an HDF5 file" in captured.err
+    assert captured.out == ""
+    assert not (tmp_path / "c").exists()

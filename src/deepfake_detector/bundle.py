@@ -28,6 +28,13 @@ WEIGHTS_FILE = "model.safetensors"
 OUTPUTS = ("logit_fake", "logit_real")
 
 
+def p_fake_from_logits(logits: torch.Tensor, output: str = "logit_fake") -> torch.Tensor:
+    """``p_fake`` in float32 from raw logits; training and inference both use this, so a
+    threshold chosen on validation scores means the same at prediction time."""
+    logits = logits.float().reshape(-1)
+    return torch.sigmoid(logits if output == "logit_fake" else -logits)
+
+
 @dataclass
 class BundleConfig:
     """Contents of ``config.json``.
@@ -54,11 +61,14 @@ class BundleConfig:
             raise BundleError(f"config output must be one of {OUTPUTS}; got {self.output!r}.")
         if not 0.0 <= float(self.threshold) <= 1.0:
             raise BundleError(f"config threshold must lie in [0, 1]; got {self.threshold!r}.")
+        if sorted(self.labels) != sorted(LABELS):
+            raise BundleError(f"config labels must be {list(LABELS)} in some order; got {self.labels!r}.")
+        if not isinstance(self.arch_kwargs, dict):
+            raise BundleError(f"config arch_kwargs must be an object; got {self.arch_kwargs!r}.")
 
     def p_fake_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Probability of fake from the network's raw output, whatever its orientation."""
-        logits = logits.float().reshape(-1)
-        return torch.sigmoid(logits if self.output == "logit_fake" else -logits)
+        return p_fake_from_logits(logits, self.output)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -70,6 +80,8 @@ class BundleConfig:
         if not isinstance(d, dict):
             raise BundleError(f"{source}: expected a JSON object.")
         version = d.get("format_version", FORMAT_VERSION)
+        if not isinstance(version, int):
+            raise BundleError(f"{source}: format_version must be an integer; got {version!r}.")
         if version > FORMAT_VERSION:
             raise BundleError(
                 f"{source}: bundle format {version} is newer than this version of deepfake-detector "
@@ -78,10 +90,13 @@ class BundleConfig:
         try:
             known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
             known["preprocessing"] = Preprocessing.from_dict(d["preprocessing"])
+            known["threshold"] = float(known.get("threshold", 0.5))
             return cls(**known)
         except KeyError as exc:
             raise BundleError(f"{source}: missing required key {exc}.") from exc
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, BundleError):
+                raise
             raise BundleError(f"{source}: invalid config ({exc}).") from exc
 
 
@@ -89,19 +104,46 @@ def build_model(config: BundleConfig) -> nn.Module:
     """The bundle's network with random weights, in eval mode."""
     from .models import create_model
 
-    model = create_model(config.arch, **config.arch_kwargs)
+    try:
+        model = create_model(config.arch, **config.arch_kwargs)
+    except TypeError as exc:
+        raise BundleError(f"arch_kwargs {config.arch_kwargs!r} do not fit architecture {config.arch!r} ({exc}).") from exc
     return model.eval()
+
+
+def check_output_dir(out_dir: str | Path) -> Path:
+    """The resolved folder a bundle may be written to; refuses a folder holding other things.
+
+    A new bundle may replace an existing bundle (its extra files, such as plots, are
+    kept) or fill an empty folder or one holding only an interrupted run's checkpoint.
+    Anything else is refused, so that ``--out .`` never moves a user's files around.
+    """
+    out = Path(out_dir).resolve()
+    if not out.exists():
+        return out
+    if not out.is_dir():
+        raise BundleError(f"{out}: exists and is not a folder; choose another output folder.")
+    if (out / CONFIG_FILE).is_file():
+        return out
+    others = [p.name for p in out.iterdir() if not p.name.startswith(".checkpoint")]
+    if others:
+        raise BundleError(
+            f"{out}: exists and is not a model bundle (it holds {', '.join(sorted(others)[:3])}"
+            f"{', ...' if len(others) > 3 else ''}); choose a new or empty output folder."
+        )
+    return out
 
 
 def save_bundle(out_dir: str | Path, config: BundleConfig, model: nn.Module) -> Path:
     """Write ``config`` and the model's weights to ``out_dir`` atomically; returns the path.
 
-    An existing bundle at ``out_dir`` is replaced only after the new one is complete.
-    Other files already in ``out_dir`` (training plots, checkpoints) are carried over.
+    The new bundle is complete in a temporary folder beside the target before it is renamed
+    into place, so a crash never leaves a half-written bundle. Other files already in an
+    existing bundle folder (plots, reports) are carried over.
     """
     from safetensors.torch import save_file
 
-    out_dir = Path(out_dir)
+    out_dir = check_output_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Not tempfile.mkdtemp: its folder is private (0700), and that folder becomes the bundle.
     tmp = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}.tmp"
@@ -110,21 +152,19 @@ def save_bundle(out_dir: str | Path, config: BundleConfig, model: nn.Module) -> 
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        if out_dir.exists():
-            for item in out_dir.iterdir():
-                if item.name not in (CONFIG_FILE, WEIGHTS_FILE):
-                    os.replace(item, tmp / item.name)
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if not out_dir.exists():
+        os.replace(tmp, out_dir)
+        return out_dir
+    for item in out_dir.iterdir():
+        if item.name not in (CONFIG_FILE, WEIGHTS_FILE):
+            os.replace(item, tmp / item.name)
+    old = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:12]}.old")
+    os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old)
     return out_dir
 
 

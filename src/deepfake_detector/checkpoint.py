@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from .errors import CheckpointError
+
 CHECKPOINT_DIR = ".checkpoint"
 
 
@@ -59,6 +61,7 @@ def save_checkpoint(
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
     (tmp / "state.json").write_text(json.dumps({**meta, "optimizer": opt_meta}, indent=1))
     old = run_dir / (CHECKPOINT_DIR + ".old")
+    shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
@@ -66,19 +69,35 @@ def save_checkpoint(
 
 
 def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
-    """The saved state, or ``None`` when the run has no checkpoint."""
-    folder = run_dir / CHECKPOINT_DIR
-    if not (folder / "state.json").is_file():
+    """The saved state, or ``None`` when the run has no checkpoint.
+
+    Falls back to the previous epoch's state when a crash hit between the two renames
+    of :func:`save_checkpoint`.
+    """
+    for name in (CHECKPOINT_DIR, CHECKPOINT_DIR + ".old"):
+        folder = run_dir / name
+        if (folder / "state.json").is_file():
+            break
+    else:
         return None
-    meta = json.loads((folder / "state.json").read_text())
-    best = folder / "best.safetensors"
-    return {
-        "meta": meta,
-        "model": load_file(str(folder / "model.safetensors")),
-        "best": load_file(str(best)) if best.is_file() else None,
-        "optimizer": _unflatten_optimizer(load_file(str(folder / "optimizer.safetensors")), meta.pop("optimizer")),
-    }
+    try:
+        meta = json.loads((folder / "state.json").read_text())
+        best = folder / "best.safetensors"
+        optimizer = _unflatten_optimizer(load_file(str(folder / "optimizer.safetensors")), meta.pop("optimizer"))
+        return {
+            "meta": meta,
+            "model": load_file(str(folder / "model.safetensors")),
+            "best": load_file(str(best)) if best.is_file() else None,
+            "optimizer": optimizer,
+        }
+    except Exception as exc:  # noqa: BLE001 - any damage means the same thing to the user
+        raise CheckpointError(
+            f"{folder}: the interrupted run's checkpoint is damaged ({type(exc).__name__}: {exc}); "
+            "rerun without --resume to start over."
+        ) from exc
 
 
 def remove_checkpoint(run_dir: Path) -> None:
-    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
+    """Delete the run's checkpoint once its bundle is written."""
+    for name in (CHECKPOINT_DIR, CHECKPOINT_DIR + ".old", CHECKPOINT_DIR + ".tmp"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)

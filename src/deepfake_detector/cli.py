@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import json
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any, Sequence
 
 from . import __version__
-from .errors import DeepfakeDetectorError
+from .errors import DeepfakeDetectorError, InvalidArgumentError
 from .results import Prediction
 
 EXIT_OK, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2
@@ -48,6 +47,13 @@ def _probability(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must lie in [0, 1]; got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more; got {text}")
     return value
 
 
@@ -87,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     init = p.add_mutually_exclusive_group()
     init.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights (needs network)")
     init.add_argument("--init-weights", metavar="FILE", help="start from a local safetensors file")
-    p.add_argument("--workers", type=int, help="data-loading processes (default: up to 2)")
+    p.add_argument("--workers", type=_non_negative_int, help="data-loading processes, 0 for none (default: up to 2)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -126,27 +132,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def expand_inputs(inputs: Sequence[str]) -> list[str]:
-    """Files as given, folders walked recursively for images, glob patterns expanded.
-
-    A path that does not exist and matches nothing is kept, so that it is reported as failed.
-    """
-    from .media.image import is_image_path
-
-    paths: list[str] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            paths.extend(str(p) for p in sorted(path.rglob("*")) if p.is_file() and is_image_path(p))
-        elif not path.exists() and glob.has_magic(item):
-            matches = sorted(glob.glob(item, recursive=True))
-            found = [m for m in matches if Path(m).is_file()]
-            paths.extend(found if found else [item])
-        else:
-            paths.append(item)
-    return paths
-
-
 class _Writer:
     """Streams Predictions as an aligned table, JSON lines or CSV."""
 
@@ -181,13 +166,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .detector import Detector
+    from .media.files import expand_inputs
 
     detector = Detector.load(args.model)
     paths = expand_inputs(args.inputs)
     if not paths:
         print("error: no images found in the given inputs.", file=sys.stderr)
         return EXIT_USAGE
-    out: IO[str] = open(args.output, "w", newline="") if args.output else sys.stdout
+    try:
+        out: IO[str] = open(args.output, "w", newline="") if args.output else sys.stdout
+    except OSError as exc:
+        raise InvalidArgumentError(f"{args.output}: cannot write the results there ({exc.strerror}).") from exc
     started = time.perf_counter()
     n_ok = n_fake = n_failed = 0
     try:
@@ -233,6 +222,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
+    from .report import format_value
 
     result = evaluate(args.model, args.data, args.out, launder=args.launder, threshold=args.threshold,
                       batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
@@ -240,16 +230,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         m = section["metrics"]
         print(
             f"{section['name']:<10} n={m['n']}  accuracy={m['accuracy_score']:.4f}  "
-            f"roc_auc={_fmt(m['roc_auc_score'])}  ap={_fmt(m['average_precision_score'])}  eer={_fmt(m['equal_error_rate'])}",
+            f"roc_auc={format_value(m['roc_auc_score'])}  ap={format_value(m['average_precision_score'])}  eer={format_value(m['equal_error_rate'])}",
             file=sys.stderr,
         )
     print(result["report"])
     failed = sum(section["metrics"].get("n_failed", 0) for section in result["sections"])
     return EXIT_PARTIAL if failed else EXIT_OK
-
-
-def _fmt(value: Any) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -307,6 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args)
     except DeepfakeDetectorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a full disk or an unwritable folder, named by the OS
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

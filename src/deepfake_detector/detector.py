@@ -70,16 +70,16 @@ class Detector:
             raise InvalidArgumentError(f"The 'threshold' parameter must be a float in [0, 1]; got {threshold!r}.")
         return float(threshold)
 
-    @torch.inference_mode()
     def score_batch(self, images: list[np.ndarray]) -> np.ndarray:
         """``p_fake`` for already decoded ``HxWx3`` uint8 images."""
-        if not images:
-            return np.zeros(0)
-        x = torch.from_numpy(np.stack([self.preprocessing(im) for im in images])).to(self.device)
-        return self._p_fake(x)
+        return self._p_fake([self.preprocessing(im) for im in images])
 
-    def _p_fake(self, x: torch.Tensor) -> np.ndarray:
-        logits = self.model(x)
+    @torch.inference_mode()
+    def _p_fake(self, inputs: list[np.ndarray]) -> np.ndarray:
+        """``p_fake`` for preprocessed ``3xSxS`` arrays, as one batch."""
+        if not inputs:
+            return np.zeros(0)
+        logits = self.model(torch.from_numpy(np.stack(inputs)).to(self.device))
         return self.config.p_fake_from_logits(logits).cpu().numpy().astype(np.float64)
 
     def _prediction(self, path: str | None, p: float, seconds: float, threshold: float) -> Prediction:
@@ -133,9 +133,14 @@ class Detector:
         back as failed Predictions with the reason; nothing is raised for them.
         """
         t = self._check_threshold(threshold)
-        if batch_size < 1:
-            raise InvalidArgumentError(f"The 'batch_size' parameter must be at least 1; got {batch_size!r}.")
-        workers = workers or max(1, os.cpu_count() or 1)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidArgumentError(f"The 'batch_size' parameter must be an integer of at least 1; got {batch_size!r}.")
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise InvalidArgumentError(f"The 'workers' parameter must be an integer of at least 1; got {workers!r}.")
+        return self._stream(sources, batch_size, workers or max(1, os.cpu_count() or 1), t, loader)
+
+    def _stream(self, sources: Iterable[Any], batch_size: int, workers: int, t: float,
+                loader: Loader) -> Iterator[Prediction]:
         lookahead = batch_size * 2 + workers
         source_iter = iter(sources)
         pending: deque[tuple[Any, Future]] = deque()
@@ -164,13 +169,9 @@ class Detector:
 
     def _finish(self, batch: list[tuple[Any, np.ndarray | None, str | None, float]], threshold: float) -> Iterator[Prediction]:
         arrays = [x for _, x, _, _ in batch if x is not None]
-        p_fake: np.ndarray = np.zeros(0)
-        model_seconds = 0.0
-        if arrays:
-            started = time.perf_counter()
-            with torch.inference_mode():
-                p_fake = self._p_fake(torch.from_numpy(np.stack(arrays)).to(self.device))
-            model_seconds = (time.perf_counter() - started) / len(arrays)
+        started = time.perf_counter()
+        p_fake = self._p_fake(arrays)
+        model_seconds = (time.perf_counter() - started) / max(len(arrays), 1)
         scores = iter(p_fake)
         for src, x, error, decode_seconds in batch:
             if x is None:

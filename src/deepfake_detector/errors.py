@@ -61,3 +61,11 @@ class InvalidArgumentError(DeepfakeDetectorError, ValueError):
 
 class ModelImportError(DeepfakeDetectorError, ValueError):
     """A foreign model file (for example a Keras ``.h5``) cannot be mapped onto our network."""
+
+
+class CheckpointError(DeepfakeDetectorError, ValueError):
+    """An interrupted run's checkpoint cannot be read, so it cannot be resumed."""
+
+
+class TrainingError(DeepfakeDetectorError, RuntimeError):
+    """Training cannot go on (for example the loss became NaN)."""

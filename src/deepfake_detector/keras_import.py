@@ -24,7 +24,9 @@ to PyTorch's ``(C, H, W)``.
 The prototype was trained with ``flow_from_directory`` on folders ``fake/`` and ``real/``
 (alphabetical: fake = 0, real = 1), so its sigmoid output is P(real). The bundle therefore
 records ``output="logit_real"``: the final Dense layer's pre-sigmoid value is the log-odds
-of real, and :meth:`BundleConfig.p_fake_from_logits` turns it into P(fake).
+of real, and :meth:`BundleConfig.p_fake_from_logits` turns it into P(fake). Its images were
+loaded with ``load_img``, whose default resize is nearest-neighbour, so the bundle's
+preprocessing resizes with ``interpolation="nearest"`` too.
 """
 
 from __future__ import annotations
@@ -102,7 +104,8 @@ def import_keras_h5(
 
     config = BundleConfig(
         arch=_ARCH,
-        preprocessing=Preprocessing(input_size=_INPUT_SHAPE[0]),
+        # Keras' load_img / flow_from_directory resize with "nearest" by default.
+        preprocessing=Preprocessing(input_size=_INPUT_SHAPE[0], interpolation="nearest"),
         output="logit_real",
         labels=["real", "fake"],
         threshold=threshold,
@@ -112,6 +115,7 @@ def import_keras_h5(
             "imported_from": path.name,
             "source": "keras-h5",
             "note": "the prototype's sigmoid output is P(real)",
+            "resize": "nearest, as Keras' load_img",
         },
     )
     try:

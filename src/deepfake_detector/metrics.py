@@ -30,6 +30,7 @@ from sklearn.metrics import (
 
 from .errors import InvalidArgumentError
 from .results import LABEL_FAKE, LABEL_REAL, LABELS
+from .threshold import is_fake
 
 MIXED = "mixed"
 
@@ -123,6 +124,8 @@ def _auc_or_none(y: np.ndarray, p: np.ndarray) -> float | None:
 def _per_group(y: np.ndarray, p: np.ndarray, y_pred: np.ndarray, groups: np.ndarray) -> dict[str, dict]:
     """One entry per group; pure groups are scored against every sample of the other class.
 
+    A group holding both classes (one data set of several) also gets its own ROC AUC.
+
     Scoring, say, only one manipulation method's fakes against all reals is how methods
     are compared in the field: it says which fakes the detector misses, independent of how
     many of each the test set happens to hold.
@@ -144,6 +147,7 @@ def _per_group(y: np.ndarray, p: np.ndarray, y_pred: np.ndarray, groups: np.ndar
             "label": label,
             "accuracy_score": float(accuracy_score(gy, y_pred[member])),
             "mean_p_fake": float(gp.mean()),
+            "roc_auc_score": _auc_or_none(gy, gp),
             "roc_auc_score_vs_real": vs_real,
             "roc_auc_score_vs_fake": vs_fake,
         }
@@ -178,7 +182,7 @@ def compute_metrics(
         if not_str:
             raise InvalidArgumentError(f"groups must be strings; got {not_str[:5]!r}.")
 
-    y_pred = (p >= threshold).astype(int)  # the label_for rule, vectorised
+    y_pred = is_fake(p, threshold).astype(int)
     both = np.unique(y).size == 2
     eer, eer_threshold = equal_error_rate(y, p) if both else (None, None)
     with warnings.catch_warnings():

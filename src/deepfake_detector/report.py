@@ -29,7 +29,7 @@ _HEADLINE = (
 _CLASS_ROWS = (*LABELS, "macro avg", "weighted avg")
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
     """A table cell: floats to 4 decimals, whole counts as integers, missing as ``n/a``."""
     if value is None or (isinstance(value, float) and value != value):
         return "n/a"
@@ -40,7 +40,7 @@ def _fmt(value: Any) -> str:
 
 def _count(value: Any) -> str:
     """A support count, which scikit-learn reports as a float."""
-    return str(int(value)) if isinstance(value, (int, float)) and value == value else _fmt(value)
+    return str(int(value)) if isinstance(value, (int, float)) and value == value else format_value(value)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -53,11 +53,11 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def _section(name: str, metrics: dict[str, Any]) -> list[str]:
     """Headline, per-class, confusion-matrix and per-group tables of one evaluated set."""
     lines = [f"## {name}", "", "### Headline", ""]
-    lines += _table(["metric", "value"], [[key, _fmt(metrics.get(key))] for key in _HEADLINE])
+    lines += _table(["metric", "value"], [[key, format_value(metrics.get(key))] for key in _HEADLINE])
 
     report = metrics.get("classification_report") or {}
     rows = [
-        [cls, *(_fmt(scores.get(k)) for k in ("precision", "recall", "f1-score")), _count(scores.get("support"))]
+        [cls, *(format_value(scores.get(k)) for k in ("precision", "recall", "f1-score")), _count(scores.get("support"))]
         for cls in _CLASS_ROWS
         if isinstance(scores := report.get(cls), dict)
     ]
@@ -78,15 +78,17 @@ def _section(name: str, metrics: dict[str, Any]) -> list[str]:
         lines += [
             "### Per group",
             "",
-            "A pure fake group's AUC is against all reals, a pure real group's against all fakes.",
+            "A pure fake group's AUC is against all reals, a pure real group's against all fakes; "
+            "a group holding both classes has its own roc_auc_score.",
             "",
         ]
         header = [
-            "group", "n", "label", "accuracy_score", "mean_p_fake", "roc_auc_score_vs_real", "roc_auc_score_vs_fake"
+            "group", "n", "label", "accuracy_score", "mean_p_fake", "roc_auc_score",
+            "roc_auc_score_vs_real", "roc_auc_score_vs_fake",
         ]
         lines += _table(
             header,
-            [[_fmt(group), *(_fmt(entry.get(k)) for k in header[1:])] for group, entry in per_group.items()],
+            [[format_value(group), *(format_value(entry.get(k)) for k in header[1:])] for group, entry in per_group.items()],
         )
     return lines
 
@@ -115,9 +117,9 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
 
     lines = [f"# {title}", "", "## Model", ""]
-    lines += _table(["field", "value"], [[_fmt(k), _fmt(v)] for k, v in model_summary.items()])
+    lines += _table(["field", "value"], [[format_value(k), format_value(v)] for k, v in model_summary.items()])
     for section in sections:
-        lines += _section(_fmt(section["name"]), section["metrics"])
+        lines += _section(format_value(section["name"]), section["metrics"])
     figures = [(caption, name) for caption, name in plots.items() if name is not None]
     if figures:
         lines += ["## Plots", ""]

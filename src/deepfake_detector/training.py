@@ -24,23 +24,25 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .bundle import BundleConfig, save_bundle
+from .bundle import BundleConfig, check_output_dir, p_fake_from_logits, save_bundle
 from .checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from .data.augment import parse_augment
 from .data.dataset import Sample, class_counts, load_dataset, stratified_split
 from .data.torch_dataset import ImageDataset
 from .devices import pick_device
-from .errors import DatasetError, InvalidArgumentError
+from .errors import DatasetError, DeepfakeDetectorError, InvalidArgumentError, TrainingError
+from .media.image import probe_image
 from .metrics import compute_metrics
 from .models import create_model, get_spec, load_init_weights
+from .plots import plot_training_curves
 from .preprocess import Preprocessing
-from .threshold import choose_threshold
+from .threshold import choose_threshold, is_fake
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
 _OPTIMIZERS = ("adam", "adamw", "sgd")
 _SCHEDULES = ("cosine", "constant")
 # Changing one of these between an interrupted run and its resume would mix two runs.
-_RESUME_KEYS = ("data", "arch", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "augment",
+_RESUME_KEYS = ("data", "arch", "epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "augment",
                 "val_dir", "val_fraction", "seed", "pretrained", "init_weights")
 
 
@@ -95,17 +97,31 @@ class TrainConfig:
         return cfg
 
 
-def _split(cfg: TrainConfig) -> tuple[list[Sample], list[Sample]]:
-    samples = load_dataset(cfg.data)
+def _readable(samples: list[Sample], progress: bool) -> list[Sample]:
+    """The samples whose files open as images (header check); the others are reported and left out."""
+    kept = []
+    for sample in samples:
+        try:
+            probe_image(sample.path)
+        except DeepfakeDetectorError as exc:
+            _log(f"warning: leaving out {exc}", progress)
+        else:
+            kept.append(sample)
+    return kept
+
+
+def _split(cfg: TrainConfig, progress: bool) -> tuple[list[Sample], list[Sample]]:
+    samples = _readable(load_dataset(cfg.data), progress)
     if cfg.val_dir:
-        train_s, val_s = samples, load_dataset(cfg.val_dir)
+        parts = (("training", cfg.data, samples), ("validation", cfg.val_dir, _readable(load_dataset(cfg.val_dir), progress)))
     else:
         train_s, val_s = stratified_split(samples, cfg.val_fraction, cfg.seed)
-    for name, part in (("training", train_s), ("validation", val_s)):
+        parts = (("training", cfg.data, train_s), ("validation", cfg.data, val_s))
+    for name, source, part in parts:
         counts = class_counts(part)
         if min(counts.values()) == 0:
-            raise DatasetError(f"{cfg.data}: the {name} part needs both real and fake images; it has {counts}.")
-    return train_s, val_s
+            raise DatasetError(f"{source}: the {name} part needs both real and fake images; it has {counts}.")
+    return parts[0][2], parts[1][2]
 
 
 def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -124,14 +140,22 @@ def _lr_at(cfg: TrainConfig, epoch: int) -> float:
 
 
 @torch.no_grad()
-def _score(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Targets and fake-logits over a loader, in sample order."""
+def _score(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Targets, logits and ``p_fake`` over a loader, in sample order.
+
+    ``p_fake`` comes from the same function the Detector uses, so the threshold chosen on
+    these scores splits them identically at prediction time.
+    """
     model.eval()
     targets, logits = [], []
     for x, y, _ in loader:
         logits.append(model(x.to(device)).float().reshape(-1).cpu())
         targets.append(y)
-    return torch.cat(targets).numpy(), torch.cat(logits).numpy()
+    all_logits = torch.cat(logits)
+    if not torch.isfinite(all_logits).all():
+        raise TrainingError("Training diverged: the model's outputs are not finite; lower --lr.")
+    p_fake = p_fake_from_logits(all_logits).numpy().astype(np.float64)
+    return torch.cat(targets).numpy(), all_logits.numpy(), p_fake
 
 
 def _log(message: str, progress: bool) -> None:
@@ -152,7 +176,7 @@ def train(
     (tests use it to interrupt a run).
     """
     cfg = config.resolved()
-    out = Path(cfg.out)
+    out = check_output_dir(cfg.out)
     device = pick_device(cfg.device)
     state = load_checkpoint(out) if resume else None
     if resume and state is None:
@@ -169,7 +193,7 @@ def train(
     spec = get_spec(cfg.arch)
     preprocessing = Preprocessing(spec.input_size, spec.mean, spec.std)
     augment_config = parse_augment(cfg.augment)
-    train_s, val_s = _split(cfg)
+    train_s, val_s = _split(cfg, progress)
     counts = class_counts(train_s)
 
     torch.manual_seed(cfg.seed)
@@ -183,6 +207,7 @@ def train(
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
     train_ds = ImageDataset(train_s, preprocessing, augment_config, cfg.seed)
     val_loader = DataLoader(ImageDataset(val_s, preprocessing), batch_size=cfg.batch_size, num_workers=cfg.workers)
@@ -197,6 +222,8 @@ def train(
         meta = state["meta"]
         history, best_score, best_epoch = meta["history"], meta["best_score"], meta["best_epoch"]
         bad_epochs, start_epoch = meta["bad_epochs"], meta["epoch"]
+        if meta.get("grad_scaler"):
+            scaler.load_state_dict(meta["grad_scaler"])
         _log(f"Resuming {out} after epoch {start_epoch}.", progress)
 
     _log(
@@ -218,7 +245,8 @@ def train(
             shuffle=True,
             generator=torch.Generator().manual_seed(cfg.seed + epoch),
             num_workers=cfg.workers,
-            drop_last=len(train_ds) > cfg.batch_size,
+            # A batch of one breaks batch-norm statistics; networks without it see every sample.
+            drop_last=batch_norm and len(train_ds) > cfg.batch_size,
         )
         lr = _lr_at(cfg, epoch)
         for group in optimizer.param_groups:
@@ -232,15 +260,16 @@ def train(
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
                 logits = model(x).reshape(-1)
                 loss = loss_fn(logits.float(), yf)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"Training diverged in epoch {epoch + 1}: the loss is {loss.item()}; lower --lr.")
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             total_loss += loss.item() * len(y)
-            total_correct += int(((logits.detach() >= 0).long().cpu() == y).sum())
+            total_correct += int((is_fake(p_fake_from_logits(logits.detach().cpu()).numpy(), 0.5) == y.numpy().astype(bool)).sum())
             seen += len(y)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}")
-        y_val, val_logits = _score(model, val_loader, device)
-        p_val = 1.0 / (1.0 + np.exp(-val_logits.astype(np.float64)))
+        y_val, val_logits, p_val = _score(model, val_loader, device)
         val_loss = float(nn.functional.binary_cross_entropy_with_logits(
             torch.from_numpy(val_logits), torch.from_numpy(y_val).float()))
         val_auc = compute_metrics(y_val, p_val, 0.5)["roc_auc_score"]
@@ -250,7 +279,7 @@ def train(
             "train_loss": total_loss / max(seen, 1),
             "train_accuracy": total_correct / max(seen, 1),
             "val_loss": val_loss,
-            "val_accuracy": float(((p_val >= 0.5).astype(int) == y_val).mean()),
+            "val_accuracy": float((is_fake(p_val, 0.5) == y_val.astype(bool)).mean()),
             "val_roc_auc": val_auc,
             "seconds": round(time.perf_counter() - started, 2),
         }
@@ -269,18 +298,19 @@ def train(
             progress,
         )
         meta = {"config": asdict(cfg), "epoch": epoch + 1, "history": history, "best_score": best_score,
-                "best_epoch": best_epoch, "bad_epochs": bad_epochs}
+                "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                "grad_scaler": scaler.state_dict() if amp else None}
         save_checkpoint(out, model, best_state, optimizer, meta)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, row)
 
     if stopped_early:
         _log(f"Stopped early: no validation improvement for {cfg.patience} epochs.", progress)
-    assert best_state is not None
+    if best_state is None:
+        raise TrainingError(f"{out}: no epoch finished, so there is no model to save.")
     model.load_state_dict(best_state)
     model.eval()
-    y_val, val_logits = _score(model, val_loader, device)
-    p_val = 1.0 / (1.0 + np.exp(-val_logits.astype(np.float64)))
+    y_val, _, p_val = _score(model, val_loader, device)
     threshold = choose_threshold(y_val, p_val)
     val_metrics = compute_metrics(y_val, p_val, threshold, [s.group for s in val_s])
 
@@ -311,12 +341,10 @@ def train(
         },
         metrics={"validation": val_metrics},
     )
-    remove_checkpoint(out)
     model.cpu()
     bundle = save_bundle(out, bundle_config, model)
-    from .plots import plot_training_curves
-
     plot_training_curves(history, bundle / "training_curves.png")
+    remove_checkpoint(bundle)
     _log(
         f"Saved {bundle} (best epoch {best_epoch}, validation ROC AUC "
         f"{val_metrics['roc_auc_score']:.4f}, threshold {threshold:.4f}).",

@@ -10,7 +10,7 @@ the caller seeds per sample, so a run is reproducible whatever the worker count.
 from __future__ import annotations
 
 import io
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -42,14 +42,6 @@ class AugmentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> AugmentConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise InvalidArgumentError(f"Unknown augmentation setting(s) {unknown}; known: {sorted(known)}.")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 _PROBABILITIES = ("flip", "crop_p", "color_p", "blur_p", "rescale_p", "jpeg_p")

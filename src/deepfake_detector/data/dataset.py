@@ -14,10 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DatasetError, InvalidArgumentError
-from ..media.image import is_image_path
+from ..media.files import images_below
 from ..results import LABEL_FAKE, LABEL_REAL
 
 CLASS_TARGETS = {LABEL_REAL: 0, LABEL_FAKE: 1}
+
+
+def label_name(target: int) -> str:
+    """The class name of an integer target."""
+    return LABEL_FAKE if target == 1 else LABEL_REAL
 _LABEL_ALIASES = {"real": 0, "fake": 1, "0": 0, "1": 1}
 
 
@@ -31,7 +36,7 @@ class Sample:
 
     @property
     def label(self) -> str:
-        return LABEL_FAKE if self.target == 1 else LABEL_REAL
+        return label_name(self.target)
 
 
 def _class_dirs(folder: Path) -> dict[int, list[Path]]:
@@ -75,7 +80,7 @@ def scan_folder(root: str | Path) -> list[Sample]:
         prefix = "" if set_root == root else set_root.relative_to(root).as_posix() + "/"
         for target, dirs in _class_dirs(set_root).items():
             for class_dir in dirs:
-                for path in sorted(p for p in class_dir.rglob("*") if p.is_file() and is_image_path(p)):
+                for path in images_below(class_dir):
                     parts = path.relative_to(class_dir).parts
                     group = parts[0] if len(parts) > 1 else class_dir.name.lower()
                     samples.append(Sample(path, target, prefix + group))
@@ -114,10 +119,6 @@ def read_manifest(csv_path: str | Path) -> list[Sample]:
     return samples
 
 
-def label_name(target: int) -> str:
-    return LABEL_FAKE if target == 1 else LABEL_REAL
-
-
 def load_dataset(source: str | Path) -> list[Sample]:
     """A folder (scanned) or a ``.csv`` manifest (read)."""
     source = Path(source)
@@ -131,7 +132,9 @@ def stratified_split(
 ) -> tuple[list[Sample], list[Sample]]:
     """Split keeping each (label, group) stratum's share in both parts; reproducible by seed.
 
-    Every stratum with at least two samples puts at least one in each part.
+    The validation part gets ``round(n * val_fraction)`` samples in all, shared out among
+    strata by largest remainder (so many small groups do not inflate it), and at least one
+    sample of each class when the class has two or more.
     """
     if not 0.0 < val_fraction < 1.0:
         raise InvalidArgumentError(f"val_fraction must lie strictly between 0 and 1; got {val_fraction!r}.")
@@ -139,15 +142,23 @@ def stratified_split(
     strata: dict[tuple[int, str], list[Sample]] = {}
     for s in samples:
         strata.setdefault((s.target, s.group), []).append(s)
+    keys = sorted(strata)
+    exact = np.array([len(strata[k]) * val_fraction for k in keys])
+    n_val = np.floor(exact).astype(int)
+    short = int(round(len(samples) * val_fraction)) - int(n_val.sum())
+    for i in np.argsort(-(exact - n_val), kind="stable")[: max(short, 0)]:
+        n_val[i] += 1
+    for target in (0, 1):
+        members = [i for i, k in enumerate(keys) if k[0] == target]
+        size = sum(len(strata[keys[i]]) for i in members)
+        if members and size >= 2 and n_val[members].sum() == 0:
+            n_val[max(members, key=lambda i: len(strata[keys[i]]))] += 1
     train, val = [], []
-    for key in sorted(strata):
+    for key, count in zip(keys, n_val):
         items = strata[key]
         order = rng.permutation(len(items))
-        n_val = int(round(len(items) * val_fraction))
-        if len(items) >= 2:
-            n_val = min(max(n_val, 1), len(items) - 1)
-        val.extend(items[i] for i in order[:n_val])
-        train.extend(items[i] for i in order[n_val:])
+        val.extend(items[i] for i in order[:count])
+        train.extend(items[i] for i in order[count:])
     return train, val
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import DeepfakeDetectorError
+from ..errors import DatasetError, DeepfakeDetectorError
 from ..media.image import load_image
 from ..preprocess import Preprocessing
 from .augment import AugmentConfig, augment
@@ -48,7 +48,7 @@ class ImageDataset(Dataset):
                 return load_image(self.samples[i].path), i
             except DeepfakeDetectorError as exc:
                 print(f"warning: skipping unreadable training file {exc}", file=sys.stderr)
-        raise DeepfakeDetectorError("No readable image in the data set.")
+        raise DatasetError(f"{self.samples[index].path}: no image of this data set can be decoded.")
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         image, used = self._image(index)

@@ -108,6 +108,25 @@ def load_image(
     )
 
 
+def probe_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """``(width, height)`` of an image file from its header alone, without decoding pixels.
+
+    A cheap check over a whole data set before training: missing, empty, non-image and
+    oversized files raise the same typed errors as :func:`load_image`. Damage inside the
+    pixel data is found only when the image is decoded.
+    """
+    label = os.fspath(path)
+    if not os.path.isfile(label):
+        raise MediaNotFoundError(label, "no such file")
+    if os.path.getsize(label) == 0:
+        raise EmptyFileError(label, "file is empty (0 bytes)")
+    with _pillow_errors(label):
+        with Image.open(label, formats=_FORMATS) as picture:
+            size = picture.size
+    _check_size(label, size[0], size[1], max_pixels)
+    return size
+
+
 def launder(image: np.ndarray, *, max_side: int = 512, quality: int = 80) -> np.ndarray:
     """Shrink and JPEG re-encode ``image`` the way a platform treats an upload.
 
