@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 import shutil
@@ -22,15 +21,10 @@ JSONL_KEYS = {"path", "label", "p_fake", "confidence", "seconds"}
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run a command that must return its status (not exit); returns (status, stdout, stderr)."""
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+    """Run a command; main returns its status, never exits (usage errors included).
 
-
-def cli_usage(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run a command expected to fail in argument parsing; main returns the status, never exits."""
+    Returns (status, stdout, stderr).
+    """
     capsys.readouterr()
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
@@ -104,9 +98,10 @@ def test_predict_one_file_table(capsys: pytest.CaptureFixture[str], trained_bund
     code, out, err = cli(capsys, "predict", image, "--model", trained_bundle)
     assert code == 0
     header, *rows = out.splitlines()
-    assert header.split() == ["path", "label", "p_fake", "confidence", "seconds", "error"]
+    assert header.split() == ["path", "label", "p_fake", "confidence", "faces", "seconds", "note"]
     assert len(rows) == 1
-    path, label, p_fake, confidence, seconds = rows[0].split()
+    path, label, p_fake, confidence, n_faces, seconds = rows[0].split()
+    assert n_faces == "0"  # a whole-image model: no face detection
     assert path == str(image) or path.startswith("...")
     assert label in ("real", "fake")
     expected = Detector.load(trained_bundle).predict(image)
@@ -144,7 +139,7 @@ def test_predict_glob_csv_to_file(capsys: pytest.CaptureFixture[str], trained_bu
     with output.open(newline="") as fh:
         reader = csv.DictReader(fh)
         rows = list(reader)
-    assert reader.fieldnames == Prediction.field_names()
+    assert reader.fieldnames == Prediction.summary_fields()
     assert sorted(r["path"] for r in rows) == sorted(str(p) for p in media.rglob("*fake*.png"))
     assert len(rows) == 3
     for r in rows:
@@ -248,7 +243,7 @@ def test_predict_thresholds_at_the_edges(capsys: pytest.CaptureFixture[str], tra
     ],
 )
 def test_usage_errors_exit_1(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
-    code, out, err = cli_usage(capsys, *argv)
+    code, out, err = cli(capsys, *argv)
     assert code == 1
     assert message in err
     assert out == ""
@@ -264,7 +259,7 @@ def test_no_command_prints_help_and_exits_1(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = cli_usage(capsys, "--version")
+    code, out, _ = cli(capsys, "--version")
     assert code == 0
     assert out.strip() == f"deepfake-detector {__version__}"
 

@@ -23,8 +23,6 @@ from deepfake_detector.errors import (
     UnsupportedMediaError,
 )
 from deepfake_detector.media import (
-    DEFAULT_MAX_PIXELS,
-    IMAGE_SUFFIXES,
     encode_jpeg,
     is_image_path,
     launder,
@@ -518,9 +516,3 @@ def test_encode_jpeg() -> None:
 )
 def test_is_image_path(path, expected: bool) -> None:
     assert is_image_path(path) is expected
-
-
-def test_constants() -> None:
-    assert IMAGE_SUFFIXES == {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-    assert all(s == s.lower() and s.startswith(".") for s in IMAGE_SUFFIXES)
-    assert DEFAULT_MAX_PIXELS == 100_000_000

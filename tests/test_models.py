@@ -29,8 +29,8 @@ from deepfake_detector.models import (
     list_models,
     load_init_weights,
     register_model,
+    registry,
 )
-from deepfake_detector.models import registry
 from deepfake_detector.preprocess import Preprocessing
 
 # --------------------------------------------------------------------------- registry

@@ -94,9 +94,9 @@ class BundleConfig:
             return cls(**known)
         except KeyError as exc:
             raise BundleError(f"{source}: missing required key {exc}.") from exc
+        except BundleError as exc:
+            raise BundleError(f"{source}: {exc}") from exc
         except (TypeError, ValueError) as exc:
-            if isinstance(exc, BundleError):
-                raise
             raise BundleError(f"{source}: invalid config ({exc}).") from exc
 
 
@@ -192,7 +192,10 @@ def load_bundle(bundle_dir: str | Path) -> tuple[BundleConfig, nn.Module]:
     weights = bundle_dir / WEIGHTS_FILE
     if not weights.is_file():
         raise BundleError(f"{bundle_dir}: not a model bundle (no {WEIGHTS_FILE}).")
-    model = build_model(config)
+    try:
+        model = build_model(config)
+    except BundleError as exc:
+        raise BundleError(f"{bundle_dir / CONFIG_FILE}: {exc}") from exc
     try:
         state = load_file(str(weights))
     except Exception as exc:

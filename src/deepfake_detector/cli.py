@@ -64,6 +64,39 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_face_options(p: argparse.ArgumentParser, with_mode: bool = True) -> None:
+    if with_mode:
+        p.add_argument("--faces", choices=["auto", "off", "only"], default="auto",
+                       help="judge face crops (auto: when the model was trained on face crops), whole images (off), "
+                       "or faces only, never the whole image (only)")
+    p.add_argument("--face-detector", default="auto", help="auto, mtcnn or haar")
+    p.add_argument("--min-face", type=_positive_int, default=32,
+                   help="faces smaller than this many pixels are reported as too small to judge (default 32)")
+
+
+def _add_sampling_options(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--every-n", type=_positive_int, metavar="N", help="video: every N-th frame")
+    group.add_argument("--fps", type=float, metavar="F", help="video: F frames per second of video")
+    group.add_argument("--max-frames", type=_positive_int, metavar="K",
+                       help="video: at most K frames spread evenly (default: 32)")
+
+
+def _sampling(args: argparse.Namespace) -> Any:
+    from .media.video import FrameSampling
+
+    return FrameSampling(every_n=args.every_n, per_second=args.fps, max_frames=args.max_frames)
+
+
+def _unique_stem(path: str | None) -> str:
+    """A file-name stem for outputs about ``path``, unique even for equal names in other folders."""
+    import hashlib
+
+    if path is None:
+        return "input"
+    return f"{Path(path).stem}-{hashlib.sha1(path.encode()).hexdigest()[:6]}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="deepfake-detector",
@@ -95,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--init-weights", metavar="FILE", help="start from a local safetensors file")
     p.add_argument("--workers", type=_non_negative_int, help="data-loading processes, 0 for none (default: up to 2)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--crop-margin", type=float, metavar="M",
+                   help="the images are face crops with margin M (share of the face box on each side): prediction "
+                   "will crop faces the same way (default: what crop-faces recorded in DATA, else whole images)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -108,15 +144,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int)
     p.add_argument("--quiet", action="store_true")
 
-    p = sub.add_parser("predict", help="score images, folders (recursive) and globs")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p = sub.add_parser("predict", help="judge images and videos: files, folders (recursive) and globs")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, folders or glob patterns")
     p.add_argument("--model", required=True, help="bundle folder")
     p.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
     p.add_argument("--output", "-o", help="write results to this file instead of stdout")
     p.add_argument("--threshold", type=_probability, help="override the bundle's threshold")
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--workers", type=_positive_int, help="decoding threads (default: CPU count)")
+    _add_face_options(p)
+    _add_sampling_options(p)
+    p.add_argument("--aggregate", choices=["max", "mean"], default="max",
+                   help="how face scores make the image's: max = fake when any face is fake (default)")
+    p.add_argument("--save-crops", metavar="DIR", help="write every face crop that was scored to DIR")
+    p.add_argument("--annotate", metavar="DIR",
+                   help="write each image (or a video's most suspicious frames and its timeline) with boxes and scores")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+    p = sub.add_parser("crop-faces", help="turn a real/fake folder of images and videos into a folder of face crops")
+    p.add_argument("src", metavar="SRC", help="folder with real/ and fake/ subfolders (images and videos)")
+    p.add_argument("dst", metavar="DST", help="output folder (same real/fake/group layout)")
+    p.add_argument("--margin", type=float, default=0.3, help="share of the face box added on each side (default 0.3)")
+    p.add_argument("--no-square", action="store_true", help="keep the box's aspect instead of a square crop")
+    p.add_argument("--format", choices=["png", "jpg"], default="png", help="crop file format (png is lossless)")
+    _add_face_options(p, with_mode=False)
+    _add_sampling_options(p)
+    p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("models", help="list the architectures that train --arch accepts")
     p.add_argument("--format", choices=["table", "json"], default="table")
@@ -133,33 +186,73 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class _Writer:
-    """Streams Predictions as an aligned table, JSON lines or CSV."""
+    """Streams Predictions as an aligned table, JSON lines (full results) or CSV (flat rows)."""
 
     def __init__(self, fmt: str, stream: IO[str], path_width: int) -> None:
         self.fmt, self.stream = fmt, stream
         self.path_width = max(4, min(path_width, 80))
         if fmt == "csv":
-            self.csv = csv.DictWriter(stream, fieldnames=Prediction.field_names())
+            self.csv = csv.DictWriter(stream, fieldnames=Prediction.summary_fields())
             self.csv.writeheader()
         elif fmt == "table":
             w = self.path_width
-            stream.write(f"{'path':<{w}}  {'label':<5}  {'p_fake':>7}  {'confidence':>10}  {'seconds':>8}  error\n")
+            stream.write(f"{'path':<{w}}  {'label':<5}  {'p_fake':>7}  {'confidence':>10}  {'faces':>5}  "
+                         f"{'seconds':>8}  note\n")
 
     def write(self, pred: Prediction) -> None:
         if self.fmt == "jsonl":
             self.stream.write(pred.to_json() + "\n")
         elif self.fmt == "csv":
-            self.csv.writerow(pred.to_dict())
+            self.csv.writerow(pred.summary())
         else:
             w = self.path_width
             path = pred.path or ""
             if len(path) > w:
                 path = "..." + path[-(w - 3):]
-            if pred.ok:
-                self.stream.write(f"{path:<{w}}  {pred.label:<5}  {pred.p_fake:>7.4f}  {pred.confidence:>10.4f}  {pred.seconds:>8.4f}\n")
-            else:
-                self.stream.write(f"{path:<{w}}  {'-':<5}  {'-':>7}  {'-':>10}  {pred.seconds:>8.4f}  {pred.error}\n")
+            label = pred.label or "-"
+            p = "-" if pred.p_fake is None else f"{pred.p_fake:.4f}"
+            conf = "-" if pred.confidence is None else f"{pred.confidence:.4f}"
+            n_faces = len(pred.faces) if pred.kind == "image" else len({
+                f.track for frame in (pred.video.timeline if pred.video else []) for f in frame.faces})
+            note = pred.error or pred.note or ""
+            if pred.kind == "video" and pred.video is not None:
+                note = f"video, {pred.video.frames_sampled} frames" + (f"; {note}" if note else "")
+            self.stream.write(f"{path:<{w}}  {label:<5}  {p:>7}  {conf:>10}  {n_faces:>5}  {pred.seconds:>8.3f}  {note}\n")
         self.stream.flush()
+
+
+class _Outputs:
+    """Face crops and annotated pictures written beside a predict run."""
+
+    def __init__(self, crops: str | None, annotate: str | None) -> None:
+        self.crops = Path(crops) if crops else None
+        self.annotate = Path(annotate) if annotate else None
+        for folder in (self.crops, self.annotate):
+            if folder is not None:
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise InvalidArgumentError(f"{folder}: cannot create the folder ({exc.strerror}).") from exc
+
+    def save_crop(self, path: str | None, name: str, crop: Any) -> None:
+        from PIL import Image
+
+        assert self.crops is not None
+        Image.fromarray(crop).save(self.crops / f"{_unique_stem(path)}_{name}.png")
+
+    def save_annotated(self, pred: Prediction) -> None:
+        from .annotate import draw_faces
+        from .plots import plot_video_timeline
+
+        if self.annotate is None or pred.artifacts is None:
+            return
+        stem = _unique_stem(pred.path)
+        verdict = "no verdict" if pred.label is None else f"{pred.label} (p_fake {pred.p_fake:.2f})"
+        for name, image, faces in pred.artifacts.images:
+            caption = f"{verdict}" if name == "image" else f"{name}: video {verdict}"
+            draw_faces(image, faces, caption).save(self.annotate / f"{stem}_{name}.jpg", quality=90)
+        if pred.video is not None and pred.threshold is not None:
+            plot_video_timeline(pred.video, self.annotate / f"{stem}_timeline.png", pred.threshold)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -168,26 +261,47 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .detector import Detector
     from .media.files import expand_inputs
 
-    detector = Detector.load(args.model)
+    sampling = _sampling(args)
+    detector = Detector.load(args.model, face_detector=args.face_detector, min_face=args.min_face)
     paths = expand_inputs(args.inputs)
     if not paths:
-        print("error: no images found in the given inputs.", file=sys.stderr)
+        print("error: no images or videos found in the given inputs.", file=sys.stderr)
         return EXIT_USAGE
+    outputs = _Outputs(args.save_crops, args.annotate)
     try:
         out: IO[str] = open(args.output, "w", newline="") if args.output else sys.stdout
     except OSError as exc:
         raise InvalidArgumentError(f"{args.output}: cannot write the results there ({exc.strerror}).") from exc
+    video_bars: dict[str, Any] = {}
+
+    def video_progress(path: str, done: int, total: int | None) -> None:
+        if args.quiet:
+            return
+        bar = video_bars.get(path)
+        if bar is None:
+            bar = video_bars[path] = tqdm(total=total, desc=Path(path).name, unit="frame", leave=False, file=sys.stderr)
+        bar.update(done - bar.n)
+
     started = time.perf_counter()
-    n_ok = n_fake = n_failed = 0
+    n_ok = n_fake = n_real = n_failed = 0
     try:
         writer = _Writer(args.format, out, max(len(p) for p in paths))
-        results = detector.predict_many(paths, batch_size=args.batch_size, workers=args.workers, threshold=args.threshold)
+        results = detector.predict_many(
+            paths, batch_size=args.batch_size, workers=args.workers, threshold=args.threshold, faces=args.faces,
+            aggregate=args.aggregate, sampling=sampling, keep_media=outputs.annotate is not None,
+            on_crop=outputs.save_crop if outputs.crops is not None else None, video_progress=video_progress,
+        )
         show_bar = not args.quiet and len(paths) > 1
-        for pred in tqdm(results, total=len(paths), disable=not show_bar, file=sys.stderr, unit="img", leave=False):
+        for pred in tqdm(results, total=len(paths), disable=not show_bar, file=sys.stderr, unit="file", leave=False):
+            bar = video_bars.pop(pred.path or "", None)
+            if bar is not None:
+                bar.close()
             writer.write(pred)
+            outputs.save_annotated(pred)
             if pred.ok:
                 n_ok += 1
                 n_fake += pred.label == "fake"
+                n_real += pred.label == "real"
             else:
                 n_failed += 1
                 tqdm.write(f"failed: {pred.error}", file=sys.stderr)  # not glued to the progress bar
@@ -196,13 +310,31 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             out.close()
     if not args.quiet:
         elapsed = time.perf_counter() - started
-        summary = f"{n_ok} scored ({n_fake} fake, {n_ok - n_fake} real), {n_failed} failed"
+        summary = f"{n_ok} scored ({n_fake} fake, {n_real} real"
+        summary += f", {n_ok - n_fake - n_real} without a verdict)" if n_ok - n_fake - n_real else ")"
+        summary += f", {n_failed} failed"
         summary += ": see above" if n_failed else ""
         summary += f"; {elapsed:.2f} s in all"
         if args.output:
             summary += f"; results saved to {args.output}"
         print(summary, file=sys.stderr)
     return EXIT_PARTIAL if n_failed else EXIT_OK
+
+
+def _cmd_crop_faces(args: argparse.Namespace) -> int:
+    from .face_crops import crop_faces_dataset
+    from .faces.crop import CropSpec
+
+    report = crop_faces_dataset(
+        args.src, args.dst, CropSpec(margin=args.margin, square=not args.no_square), sampling=_sampling(args),
+        face_detector=args.face_detector, min_face=args.min_face, image_format=args.format, progress=not args.quiet,
+    )
+    print(
+        f"{report.crops} face crops from {report.files} files written to {args.dst} "
+        f"({report.without_faces} without a usable face, {report.failed} failed)",
+        file=sys.stderr,
+    )
+    return EXIT_PARTIAL if report.failed else EXIT_OK
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -213,7 +345,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         lr=args.lr, weight_decay=args.weight_decay, optimizer=args.optimizer, schedule=args.schedule,
         augment=args.augment, val_dir=args.val_dir, val_fraction=args.val_fraction, seed=args.seed,
         patience=args.patience, pretrained=args.pretrained, init_weights=args.init_weights,
-        workers=args.workers, device=args.device,
+        workers=args.workers, device=args.device, crop_margin=args.crop_margin,
     )
     bundle = train(config, resume=args.resume, progress=not args.quiet)
     print(bundle)
@@ -276,6 +408,7 @@ _COMMANDS = {
     "predict": _cmd_predict,
     "models": _cmd_models,
     "import-keras": _cmd_import_keras,
+    "crop-faces": _cmd_crop_faces,
     "demo": _cmd_demo,
 }
 

@@ -1,16 +1,24 @@
-"""Detector: a loaded bundle that turns images into Predictions.
+"""Detector: a loaded bundle that turns images and videos into Predictions.
 
-``predict`` takes one input; ``predict_many`` streams any number of inputs, decoding in
-a thread pool while the model runs on batches, and yields results in input order. A bad
-input becomes a failed Prediction naming the reason; the rest are still scored.
+For each image the detector finds the faces (when the bundle was trained on face crops,
+or when asked), crops each one exactly as the bundle's training data were cropped, scores
+every face and combines them (see :mod:`deepfake_detector.verdict`). Videos stream
+frame by frame: faces are linked into tracks and the video is judged on its tracks.
+
+``predict`` takes one input; ``predict_many`` streams any number, decoding and finding
+faces in a thread pool while the model scores batches, and yields results in input
+order. A bad input becomes a failed Prediction naming the reason; the rest go on.
 """
 
 from __future__ import annotations
 
+import heapq
 import os
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Union
 
@@ -22,12 +30,37 @@ from torch import nn
 from .bundle import BundleConfig, load_bundle
 from .devices import pick_device
 from .errors import DeepfakeDetectorError, InvalidArgumentError
+from .face_crops import face_crops
+from .faces.base import FaceDetector
+from .faces.crop import CropSpec
 from .media.image import load_image
-from .results import Prediction
+from .media.video import FrameSampling, is_video_path, iter_frames, probe_video
+from .results import (
+    FACE_SCORED,
+    FACE_TOO_SMALL,
+    SCORED_FACES,
+    SCORED_NOTHING,
+    SCORED_WHOLE_IMAGE,
+    Artifacts,
+    FaceResult,
+    FrameResult,
+    Prediction,
+    TrackResult,
+    VideoResult,
+)
 from .threshold import confidence_for, label_for
+from .tracking import FaceTracker
+from .verdict import VIDEO_RULE, aggregate_faces, check_aggregate, track_score, video_score
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 Loader = Callable[[Any], np.ndarray]
+CropSink = Callable[[str | None, str, np.ndarray], None]
+VideoProgress = Callable[[str, int, int | None], None]
+
+FACE_MODES = ("auto", "off", "only")
+MIN_FACE = 32
+SUSPICIOUS_FRAMES = 3
+WHOLE_FRAME_TRACK = -1
 
 
 def source_name(source: Any) -> str | None:
@@ -37,41 +70,105 @@ def source_name(source: Any) -> str | None:
     return None
 
 
-class Detector:
-    """A model bundle ready to score images.
+@dataclass
+class _Analysed:
+    """One image made ready for the model: its inputs and what each stands for."""
 
-    Thread-safe for prediction: the threshold is an argument of ``predict``, never state
-    changed per call, so one Detector can serve many users.
+    inputs: list[np.ndarray] = field(default_factory=list)
+    faces: list[FaceResult] = field(default_factory=list)
+    scored_on: str = SCORED_WHOLE_IMAGE
+    note: str | None = None
+
+
+@dataclass
+class _Item:
+    source: Any
+    analysed: _Analysed | None
+    error: str | None
+    seconds: float
+    image: np.ndarray | None = None
+
+
+@dataclass
+class Options:
+    """Per-call choices; passed along rather than stored on the shared Detector."""
+
+    threshold: float
+    faces: str
+    aggregate: str
+    keep_media: bool
+    on_crop: CropSink | None
+
+
+class Detector:
+    """A model bundle ready to score images and videos.
+
+    Safe to share between threads: per-call choices (threshold, face mode) are arguments,
+    never state, and the face detector is created once under a lock.
     """
 
-    def __init__(self, config: BundleConfig, model: nn.Module, *, device: str | torch.device = "cpu",
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        config: BundleConfig,
+        model: nn.Module,
+        *,
+        device: str | torch.device = "cpu",
+        name: str | None = None,
+        face_detector: str | FaceDetector = "auto",
+        min_face: int = MIN_FACE,
+    ) -> None:
         self.config = config
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.name = name or config.name or config.arch
         self.preprocessing = config.preprocessing
+        self.min_face = min_face
+        self._face_detector_choice = face_detector
+        self._face_detector: FaceDetector | None = None if isinstance(face_detector, str) else face_detector
+        self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, bundle_dir: str | Path, *, device: str = "auto") -> Detector:
+    def load(cls, bundle_dir: str | Path, *, device: str = "auto", face_detector: str | FaceDetector = "auto",
+             min_face: int = MIN_FACE) -> Detector:
         """Load a bundle folder (``config.json`` + ``model.safetensors``)."""
         config, model = load_bundle(bundle_dir)
-        return cls(config, model, device=pick_device(device), name=config.name or Path(bundle_dir).name)
+        return cls(config, model, device=pick_device(device), name=config.name or Path(bundle_dir).name,
+                   face_detector=face_detector, min_face=min_face)
 
     @property
     def threshold(self) -> float:
         """The bundle's decision threshold, chosen on validation data."""
         return self.config.threshold
 
-    def _check_threshold(self, threshold: float | None) -> float:
+    @property
+    def face_detector(self) -> FaceDetector:
+        """The face detector, created on first use."""
+        with self._lock:
+            if self._face_detector is None:
+                from .faces import create_face_detector
+
+                self._face_detector = create_face_detector(str(self._face_detector_choice))
+            return self._face_detector
+
+    def uses_faces(self, faces: str = "auto") -> bool:
+        """Whether images are judged on face crops: always with ``"only"``, never with
+        ``"off"``, and with ``"auto"`` when the bundle was trained on face crops."""
+        return faces == "only" or (faces == "auto" and self.preprocessing.crop is not None)
+
+    def _options(self, threshold: float | None, faces: str, aggregate: str, keep_media: bool,
+                 on_crop: CropSink | None) -> Options:
         if threshold is None:
-            return self.config.threshold
-        if not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+            threshold = self.config.threshold
+        elif isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
             raise InvalidArgumentError(f"The 'threshold' parameter must be a float in [0, 1]; got {threshold!r}.")
-        return float(threshold)
+        if faces not in FACE_MODES:
+            raise InvalidArgumentError(f"The 'faces' parameter must be one of {FACE_MODES}; got {faces!r}.")
+        return Options(float(threshold), faces, check_aggregate(aggregate), keep_media, on_crop)
+
+    # ------------------------------------------------------------------ scoring
 
     def score_batch(self, images: list[np.ndarray]) -> np.ndarray:
-        """``p_fake`` for already decoded ``HxWx3`` uint8 images."""
+        """``p_fake`` for already decoded ``HxWx3`` uint8 images, each taken whole."""
         return self._p_fake([self.preprocessing(im) for im in images])
 
     @torch.inference_mode()
@@ -82,39 +179,100 @@ class Detector:
         logits = self.model(torch.from_numpy(np.stack(inputs)).to(self.device))
         return self.config.p_fake_from_logits(logits).cpu().numpy().astype(np.float64)
 
-    def _prediction(self, path: str | None, p: float, seconds: float, threshold: float) -> Prediction:
+    def _analyse(self, image: np.ndarray, opts: Options, name: str | None, prefix: str = "") -> _Analysed:
+        """Find and crop the faces of one image (or take it whole) and preprocess the model inputs."""
+        if not self.uses_faces(opts.faces):
+            return _Analysed(inputs=[self.preprocessing(image)])
+        out = _Analysed(scored_on=SCORED_FACES)
+        found = face_crops(image, self.face_detector, self.preprocessing.crop or CropSpec(), self.min_face)
+        for i, (box, crop) in enumerate(found):
+            result = FaceResult(box=(box.x, box.y, box.w, box.h), detector_score=float(box.score))
+            if crop is None:
+                result.status = FACE_TOO_SMALL
+            else:
+                out.inputs.append(self.preprocessing(crop))
+                if opts.on_crop is not None:
+                    opts.on_crop(name, f"{prefix}face{i}", crop)
+            out.faces.append(result)
+        if not out.faces:
+            if opts.faces == "only":
+                return _Analysed(scored_on=SCORED_NOTHING, note="no face found")
+            return _Analysed(inputs=[self.preprocessing(image)], note="no face found; the whole image was scored")
+        if not out.inputs:
+            out.scored_on = SCORED_NOTHING
+            out.note = f"{len(out.faces)} face(s) found, all under {self.min_face} px: too small to judge"
+        return out
+
+    def _apply_scores(self, analysed: _Analysed, scores: np.ndarray, opts: Options) -> float | None:
+        """Write face scores into the faces and return the image's p_fake (None if nothing was judged)."""
+        if analysed.scored_on == SCORED_WHOLE_IMAGE:
+            return float(scores[0])
+        if analysed.scored_on == SCORED_NOTHING:
+            return None
+        it = iter(scores)
+        for face in analysed.faces:
+            if face.status == FACE_SCORED:
+                face.p_fake = float(next(it))
+                face.label = label_for(face.p_fake, opts.threshold)
+        return aggregate_faces([f.p_fake for f in analysed.faces if f.p_fake is not None], opts.aggregate)
+
+    def _prediction(self, path: str | None, p: float | None, seconds: float, opts: Options, **extra: Any) -> Prediction:
         return Prediction(
             path=path,
-            label=label_for(p, threshold),
-            p_fake=float(p),
-            confidence=float(confidence_for(p, threshold)),
+            label=None if p is None else label_for(p, opts.threshold),
+            p_fake=p,
+            confidence=None if p is None else float(confidence_for(p, opts.threshold)),
             seconds=seconds,
-            threshold=threshold,
+            threshold=opts.threshold,
             model=self.name,
+            **extra,
         )
 
-    def predict(self, source: ImageInput, *, threshold: float | None = None) -> Prediction:
-        """Score one image (path, bytes, PIL image or ``HxWx3`` uint8 RGB array).
+    # ------------------------------------------------------------------ images
+
+    def predict(
+        self,
+        source: ImageInput,
+        *,
+        threshold: float | None = None,
+        faces: str = "auto",
+        aggregate: str = "max",
+        sampling: FrameSampling | None = None,
+        keep_media: bool = False,
+    ) -> Prediction:
+        """Judge one image (path, bytes, PIL image or ``HxWx3`` uint8 RGB array) or one video path.
 
         Bad input raises a :class:`~deepfake_detector.errors.DeepfakeDetectorError`
         naming the input and the reason.
         """
-        t = self._check_threshold(threshold)
+        opts = self._options(threshold, faces, aggregate, keep_media, None)
+        if _is_video(source):
+            return self._video(str(source), opts, sampling or FrameSampling(), batch_size=32, progress=None)
         started = time.perf_counter()
         image = load_image(source)
-        p = float(self.score_batch([image])[0])
-        return self._prediction(source_name(source), p, time.perf_counter() - started, t)
+        analysed = self._analyse(image, opts, source_name(source))
+        p = self._apply_scores(analysed, self._p_fake(analysed.inputs), opts)
+        return self._image_prediction(_Item(source, analysed, None, 0.0, image), p, time.perf_counter() - started, opts)
 
-    def _prepare(self, source: Any, loader: Loader) -> tuple[np.ndarray | None, str | None, float]:
+    def _image_prediction(self, item: _Item, p: float | None, seconds: float, opts: Options) -> Prediction:
+        analysed = item.analysed
+        assert analysed is not None
+        artifacts = Artifacts(images=[("image", item.image, analysed.faces)]) if opts.keep_media else None
+        return self._prediction(source_name(item.source), p, seconds, opts, scored_on=analysed.scored_on,
+                                note=analysed.note, faces=analysed.faces, artifacts=artifacts)
+
+    def _prepare(self, source: Any, loader: Loader, opts: Options) -> _Item:
         started = time.perf_counter()
         try:
-            x = self.preprocessing(loader(source))
-            return x, None, time.perf_counter() - started
+            image = loader(source)
+            analysed = self._analyse(image, opts, source_name(source))
+            return _Item(source, analysed, None, time.perf_counter() - started, image if opts.keep_media else None)
         except DeepfakeDetectorError as exc:
-            return None, str(exc), time.perf_counter() - started
+            return _Item(source, None, str(exc), time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - a folder run must go on past any bad file
             name = source_name(source) or "<input>"
-            return None, f"{name}: unexpected error while reading ({type(exc).__name__}: {exc})", time.perf_counter() - started
+            return _Item(source, None, f"{name}: unexpected error while reading ({type(exc).__name__}: {exc})",
+                         time.perf_counter() - started)
 
     def predict_many(
         self,
@@ -123,27 +281,37 @@ class Detector:
         batch_size: int = 32,
         workers: int | None = None,
         threshold: float | None = None,
+        faces: str = "auto",
+        aggregate: str = "max",
+        sampling: FrameSampling | None = None,
+        keep_media: bool = False,
         loader: Loader = load_image,
+        on_crop: CropSink | None = None,
+        video_progress: VideoProgress | None = None,
     ) -> Iterator[Prediction]:
-        """Score many inputs, yielding one Prediction per input in input order.
+        """Judge many inputs, images and videos mixed, yielding one Prediction each, in input order.
 
-        Decoding and preprocessing run in ``workers`` threads (default: CPU count) while
-        the model scores batches of ``batch_size``. ``loader`` turns a source into an
-        image (tests and evaluation's laundering pass their own). Inputs that fail come
-        back as failed Predictions with the reason; nothing is raised for them.
+        Images are decoded (and their faces found) in ``workers`` threads while the model
+        scores batches of ``batch_size`` inputs; a video is one unit, streamed frame by
+        frame. ``loader`` turns an image source into an array (evaluation's laundering
+        passes its own). ``keep_media`` attaches the decoded image (or a video's most
+        suspicious frames) as ``Prediction.artifacts``; ``on_crop(path, name, crop)``
+        receives every face crop that is scored. Inputs that fail come back as failed
+        Predictions with the reason; nothing is raised for them.
         """
-        t = self._check_threshold(threshold)
+        opts = self._options(threshold, faces, aggregate, keep_media, on_crop)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidArgumentError(f"The 'batch_size' parameter must be an integer of at least 1; got {batch_size!r}.")
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise InvalidArgumentError(f"The 'workers' parameter must be an integer of at least 1; got {workers!r}.")
-        return self._stream(sources, batch_size, workers or max(1, os.cpu_count() or 1), t, loader)
+        return self._stream(sources, batch_size, workers or max(1, os.cpu_count() or 1), opts, loader,
+                            sampling or FrameSampling(), video_progress)
 
-    def _stream(self, sources: Iterable[Any], batch_size: int, workers: int, t: float,
-                loader: Loader) -> Iterator[Prediction]:
+    def _stream(self, sources: Iterable[Any], batch_size: int, workers: int, opts: Options, loader: Loader,
+                sampling: FrameSampling, video_progress: VideoProgress | None) -> Iterator[Prediction]:
         lookahead = batch_size * 2 + workers
         source_iter = iter(sources)
-        pending: deque[tuple[Any, Future]] = deque()
+        pending: deque[tuple[Any, Future | None]] = deque()
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
 
             def fill() -> None:
@@ -152,42 +320,168 @@ class Detector:
                         src = next(source_iter)
                     except StopIteration:
                         return
-                    pending.append((src, pool.submit(self._prepare, src, loader)))
+                    job = None if _is_video(src) else pool.submit(self._prepare, src, loader, opts)
+                    pending.append((src, job))
 
             fill()
-            batch: list[tuple[Any, np.ndarray | None, str | None, float]] = []
-            n_ready = 0
+            batch: list[_Item] = []
+            n_inputs = 0
             while pending:
-                src, fut = pending.popleft()
+                src, job = pending.popleft()
                 fill()
-                item = (src, *fut.result())
+                if job is None:
+                    yield from self._finish(batch, opts)
+                    batch, n_inputs = [], 0
+                    yield self._video_or_failure(str(src), opts, sampling, batch_size, video_progress)
+                    continue
+                item = job.result()
                 batch.append(item)
-                n_ready += item[1] is not None
-                if n_ready >= batch_size or not pending:
-                    yield from self._finish(batch, t)
-                    batch, n_ready = [], 0
+                n_inputs += len(item.analysed.inputs) if item.analysed else 0
+                if n_inputs >= batch_size or not pending:
+                    yield from self._finish(batch, opts)
+                    batch, n_inputs = [], 0
+            yield from self._finish(batch, opts)
 
-    def _finish(self, batch: list[tuple[Any, np.ndarray | None, str | None, float]], threshold: float) -> Iterator[Prediction]:
-        arrays = [x for _, x, _, _ in batch if x is not None]
+    def _finish(self, batch: list[_Item], opts: Options) -> Iterator[Prediction]:
+        inputs = [x for item in batch if item.analysed for x in item.analysed.inputs]
         started = time.perf_counter()
-        p_fake = self._p_fake(arrays)
-        model_seconds = (time.perf_counter() - started) / max(len(arrays), 1)
-        scores = iter(p_fake)
-        for src, x, error, decode_seconds in batch:
-            if x is None:
-                yield Prediction.failed(source_name(src), error or "unknown error", decode_seconds, self.name)
-            else:
-                yield self._prediction(source_name(src), float(next(scores)), decode_seconds + model_seconds, threshold)
+        scores = self._p_fake(inputs)
+        per_input = (time.perf_counter() - started) / max(len(inputs), 1)
+        offset = 0
+        for item in batch:
+            if item.analysed is None:
+                yield Prediction.failed(source_name(item.source), item.error or "unknown error", item.seconds, self.name)
+                continue
+            n = len(item.analysed.inputs)
+            p = self._apply_scores(item.analysed, scores[offset:offset + n], opts)
+            offset += n
+            yield self._image_prediction(item, p, item.seconds + per_input * n, opts)
+
+    # ------------------------------------------------------------------ videos
+
+    def _video_or_failure(self, path: str, opts: Options, sampling: FrameSampling, batch_size: int,
+                          progress: VideoProgress | None) -> Prediction:
+        started = time.perf_counter()
+        try:
+            return self._video(path, opts, sampling, batch_size, progress)
+        except DeepfakeDetectorError as exc:
+            return Prediction.failed(path, str(exc), time.perf_counter() - started, self.name, kind="video")
+        except Exception as exc:  # noqa: BLE001 - a folder run must go on past any bad file
+            return Prediction.failed(path, f"{path}: unexpected error while reading ({type(exc).__name__}: {exc})",
+                                     time.perf_counter() - started, self.name, kind="video")
+
+    def _video(self, path: str, opts: Options, sampling: FrameSampling, batch_size: int,
+               progress: VideoProgress | None) -> Prediction:
+        """Stream a video's sampled frames through faces, tracks and the model; judge it on its tracks."""
+        started = time.perf_counter()
+        info = probe_video(path)
+        expected = _expected_frames(info.frame_count, info.fps, sampling)
+        tracker = FaceTracker()
+        timeline: list[FrameResult] = []
+        buffer: list[tuple[FrameResult, _Analysed, np.ndarray | None]] = []
+        suspicious: list[tuple[float, int, np.ndarray, list[FaceResult]]] = []
+
+        def flush() -> None:
+            scores = self._p_fake([x for _, analysed, _ in buffer for x in analysed.inputs])
+            offset = 0
+            for frame, analysed, image in buffer:
+                n = len(analysed.inputs)
+                frame.p_fake = self._apply_scores(analysed, scores[offset:offset + n], opts)
+                offset += n
+                if image is not None and frame.p_fake is not None:
+                    entry = (frame.p_fake, frame.index, image, frame.faces)
+                    if len(suspicious) < SUSPICIOUS_FRAMES:
+                        heapq.heappush(suspicious, entry)
+                    else:
+                        heapq.heappushpop(suspicious, entry)
+            buffer.clear()
+
+        for n_done, frame in enumerate(iter_frames(path, sampling), start=1):
+            analysed = self._analyse(frame.image, opts, path, prefix=f"frame{frame.index}_")
+            if analysed.faces:
+                for face, track in zip(analysed.faces, tracker.update([f.box for f in analysed.faces])):
+                    face.track = track
+            result = FrameResult(frame.index, frame.time, None, analysed.faces)
+            timeline.append(result)
+            buffer.append((result, analysed, frame.image if opts.keep_media else None))
+            if sum(len(a.inputs) for _, a, _ in buffer) >= batch_size:
+                flush()
+            if progress is not None:
+                progress(path, n_done, expected)
+        flush()
+
+        tracks = _tracks(timeline, opts.threshold)
+        face_tracks = [t for t in tracks if t.track != WHOLE_FRAME_TRACK]
+        deciding = face_tracks or tracks
+        p = video_score([t.p_fake for t in deciding if t.p_fake is not None]) if deciding else None
+        if not timeline:
+            scored_on, note = SCORED_NOTHING, "no frame could be sampled"
+        elif face_tracks:
+            scored_on, note = SCORED_FACES, None
+        elif tracks:
+            scored_on = SCORED_WHOLE_IMAGE
+            note = "no face found; whole frames were scored" if self.uses_faces(opts.faces) else None
+        else:
+            scored_on = SCORED_NOTHING
+            note = "no face found" if opts.faces == "only" else "faces found were too small to judge"
+        video = VideoResult(
+            fps=info.fps, duration=info.duration, frames_sampled=len(timeline), width=info.width, height=info.height,
+            rotation=info.rotation, sampling=sampling.to_dict(), rule=VIDEO_RULE, tracks=tracks, timeline=timeline,
+        )
+        artifacts = None
+        if opts.keep_media:
+            ranked = sorted(suspicious, key=lambda e: (-e[0], e[1]))
+            artifacts = Artifacts(images=[(f"frame{index}", image, faces) for _, index, image, faces in ranked])
+        return self._prediction(path, p, time.perf_counter() - started, opts, kind="video", scored_on=scored_on,
+                                note=note, video=video, artifacts=artifacts)
 
     def summary(self) -> dict[str, Any]:
         """A flat description for reports and the ``About`` panels of front ends."""
         training = self.config.training
         validation = self.config.metrics.get("validation", {})
+        crop = self.preprocessing.crop
         return {
             "name": self.name,
             "arch": self.config.arch,
-            "input_size": self.config.preprocessing.input_size,
+            "input_size": self.preprocessing.input_size,
             "threshold": self.config.threshold,
+            "input": "face crops" if crop is not None else "whole images",
             "trained_on": training.get("data", training.get("imported_from", "unknown")),
             "validation_roc_auc_score": validation.get("roc_auc_score"),
         }
+
+
+def _is_video(source: Any) -> bool:
+    return isinstance(source, (str, os.PathLike)) and is_video_path(source)
+
+
+def _expected_frames(frame_count: int | None, fps: float, sampling: FrameSampling) -> int | None:
+    """How many frames sampling will give, for progress bars (None when unknown)."""
+    if frame_count is None:
+        return sampling.max_frames
+    if sampling.max_frames is not None:
+        return min(sampling.max_frames, frame_count)
+    if sampling.every_n is not None:
+        return -(-frame_count // sampling.every_n)
+    if sampling.per_second is not None and fps > 0:
+        return max(1, int(frame_count / fps * sampling.per_second))
+    return None
+
+
+def _tracks(timeline: list[FrameResult], threshold: float) -> list[TrackResult]:
+    """Per-track scores from the timeline; frames judged whole form track -1."""
+    scores: dict[int, list[tuple[float, float]]] = {}
+    for frame in timeline:
+        scored = [f for f in frame.faces if f.p_fake is not None]
+        if scored:
+            for face in scored:
+                scores.setdefault(face.track if face.track is not None else 0, []).append((frame.time, face.p_fake))
+        elif frame.p_fake is not None:
+            scores.setdefault(WHOLE_FRAME_TRACK, []).append((frame.time, frame.p_fake))
+    tracks = []
+    for track_id in sorted(scores):
+        times, values = zip(*scores[track_id])
+        p = track_score(values)
+        tracks.append(TrackResult(track=track_id, n_frames=len(values), p_fake=p, label=label_for(p, threshold),
+                                  first_time=float(min(times)), last_time=float(max(times))))
+    return tracks

@@ -21,7 +21,7 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from .metrics import equal_error_rate, validate_scores
-from .results import LABEL_FAKE, LABEL_REAL, LABELS
+from .results import LABEL_FAKE, LABEL_REAL, LABELS, VideoResult
 
 _DPI = 120
 _FIGSIZE = (6.0, 4.5)
@@ -200,5 +200,36 @@ def plot_score_histogram(
     ax.set_ylabel("count")
     ax.set_title("Score distribution by true class")
     ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_video_timeline(video: VideoResult, path: str | PathLike[str], threshold: float) -> Path:
+    """p_fake of every sampled frame over time, one line per face track, with the threshold."""
+    fig = Figure(figsize=(8.0, 3.5))
+    ax = fig.add_subplot()
+    series: dict[int | None, tuple[list[float], list[float]]] = {}
+    for frame in video.timeline:
+        scored = [f for f in frame.faces if f.p_fake is not None]
+        if scored:
+            for face in scored:
+                t, p = series.setdefault(face.track, ([], []))
+                t.append(frame.time)
+                p.append(face.p_fake)
+        elif frame.p_fake is not None:
+            t, p = series.setdefault(None, ([], []))
+            t.append(frame.time)
+            p.append(frame.p_fake)
+    for track, (t, p) in sorted(series.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
+        ax.plot(t, p, marker="o", markersize=3, label="whole frame" if track is None else f"face track {track}")
+    if not series:
+        _say_undefined(ax, "no frame could be scored")
+    ax.axhline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:.2f}")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("p_fake")
+    ax.set_title("Frame scores over time")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right", fontsize="small")
     fig.tight_layout()
     return _save(fig, path)

@@ -1,7 +1,9 @@
 """The one transform from an RGB image to the network's input, shared by train and predict.
 
 Its parameters live in the bundle config, so a bundle always gets the transform it was
-trained with. Steps: resize to the input size, scale to [0, 1], subtract mean, divide by std.
+trained with. Steps: (crop the face, see ``crop``), resize to the input size, scale to
+[0, 1], subtract mean, divide by std. ``crop`` is ``None`` for a model trained on whole
+images, or the :class:`~deepfake_detector.faces.crop.CropSpec` its face crops were made with.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import BundleError
+from .errors import BundleError, DeepfakeDetectorError
+from .faces.crop import CropSpec
 
 _INTERPOLATIONS = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -30,6 +33,7 @@ class Preprocessing:
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     interpolation: str = "bilinear"
+    crop: CropSpec | None = None
 
     def __post_init__(self) -> None:
         if self.interpolation not in _INTERPOLATIONS:
@@ -56,6 +60,7 @@ class Preprocessing:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["crop"] = self.crop.to_dict() if self.crop is not None else None
         return d
 
     @classmethod
@@ -66,6 +71,9 @@ class Preprocessing:
                 mean=tuple(float(v) for v in d.get("mean", (0.0, 0.0, 0.0))),
                 std=tuple(float(v) for v in d.get("std", (1.0, 1.0, 1.0))),
                 interpolation=str(d.get("interpolation", "bilinear")),
+                crop=CropSpec.from_dict(d["crop"]) if d.get("crop") else None,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except BundleError:
+            raise
+        except (KeyError, TypeError, ValueError, DeepfakeDetectorError) as exc:
             raise BundleError(f"Invalid preprocessing section in bundle config: {exc}") from exc

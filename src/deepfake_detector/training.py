@@ -31,6 +31,8 @@ from .data.dataset import Sample, class_counts, load_dataset, stratified_split
 from .data.torch_dataset import ImageDataset
 from .devices import pick_device
 from .errors import DatasetError, DeepfakeDetectorError, InvalidArgumentError, TrainingError
+from .face_crops import read_crop_spec
+from .faces.crop import CropSpec
 from .media.image import probe_image
 from .metrics import compute_metrics
 from .models import create_model, get_spec, load_init_weights
@@ -43,7 +45,7 @@ _OPTIMIZERS = ("adam", "adamw", "sgd")
 _SCHEDULES = ("cosine", "constant")
 # Changing one of these between an interrupted run and its resume would mix two runs.
 _RESUME_KEYS = ("data", "arch", "epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "augment",
-                "val_dir", "val_fraction", "seed", "pretrained", "init_weights")
+                "val_dir", "val_fraction", "seed", "pretrained", "init_weights", "crop_margin")
 
 
 @dataclass
@@ -68,6 +70,7 @@ class TrainConfig:
     init_weights: str | None = None
     workers: int | None = None
     device: str = "auto"
+    crop_margin: float | None = None
 
     def resolved(self) -> TrainConfig:
         """A copy with recipe defaults filled in and every value checked."""
@@ -95,6 +98,14 @@ class TrainConfig:
             raise InvalidArgumentError(f"patience must be 0 (off) or more; got {cfg.patience}.")
         parse_augment(cfg.augment)
         return cfg
+
+
+def _crop_of(cfg: TrainConfig) -> CropSpec | None:
+    """How the training images were cropped from their pictures, so inference crops alike:
+    ``crop_margin`` when given, else the record ``crop-faces`` left in the data folder."""
+    if cfg.crop_margin is not None:
+        return CropSpec(margin=cfg.crop_margin)
+    return read_crop_spec(cfg.data)
 
 
 def _readable(samples: list[Sample], progress: bool) -> list[Sample]:
@@ -191,7 +202,7 @@ def train(
             )
 
     spec = get_spec(cfg.arch)
-    preprocessing = Preprocessing(spec.input_size, spec.mean, spec.std)
+    preprocessing = Preprocessing(spec.input_size, spec.mean, spec.std, crop=_crop_of(cfg))
     augment_config = parse_augment(cfg.augment)
     train_s, val_s = _split(cfg, progress)
     counts = class_counts(train_s)

@@ -59,8 +59,8 @@ def _dataset_roots(root: Path, max_depth: int = 3) -> list[Path]:
     return roots
 
 
-def scan_folder(root: str | Path) -> list[Sample]:
-    """Every image below ``root/real`` and ``root/fake`` (any letter case, any depth).
+def scan_folder(root: str | Path, *, videos: bool = False) -> list[Sample]:
+    """Every image (and video, if asked) below ``root/real`` and ``root/fake`` (any letter case, any depth).
 
     When ``root`` itself has no class folders, each folder below it (up to three levels)
     that has them is scanned and its relative path prefixes the groups, so a folder of
@@ -80,7 +80,7 @@ def scan_folder(root: str | Path) -> list[Sample]:
         prefix = "" if set_root == root else set_root.relative_to(root).as_posix() + "/"
         for target, dirs in _class_dirs(set_root).items():
             for class_dir in dirs:
-                for path in images_below(class_dir):
+                for path in images_below(class_dir, videos=videos):
                     parts = path.relative_to(class_dir).parts
                     group = parts[0] if len(parts) > 1 else class_dir.name.lower()
                     samples.append(Sample(path, target, prefix + group))

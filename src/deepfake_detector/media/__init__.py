@@ -1,4 +1,4 @@
-"""Reading user media into the one array form the models take, with typed errors on bad input."""
+"""Reading user media (images and video frames) into the one array form the models take, with typed errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from .image import (
     is_image_path,
     launder,
     load_image,
+    probe_image,
 )
+from .video import VIDEO_SUFFIXES, FrameSampling, VideoFrame, VideoInfo, is_video_path, iter_frames, probe_video
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -18,4 +20,12 @@ __all__ = [
     "is_image_path",
     "launder",
     "load_image",
+    "probe_image",
+    "VIDEO_SUFFIXES",
+    "FrameSampling",
+    "VideoFrame",
+    "VideoInfo",
+    "is_video_path",
+    "iter_frames",
+    "probe_video",
 ]

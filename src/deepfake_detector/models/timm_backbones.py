@@ -6,6 +6,9 @@ needs a network; offline users pass a local safetensors file to ``load_init_weig
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from torch import nn
@@ -25,12 +28,33 @@ TIMM_BACKBONES: dict[str, tuple[str, int, str, str]] = {
 }
 
 
+@contextmanager
+def _hub_offline_from_env() -> Iterator[None]:
+    """Honour ``HF_HUB_OFFLINE`` as it is now, not only as it was when huggingface_hub was imported.
+
+    huggingface_hub reads the variable once, at import; set later (in a notebook, a test),
+    it was ignored and an offline ``pretrained=True`` retried the network for about a minute.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() not in {"1", "ON", "YES", "TRUE"}:
+        yield
+        return
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
 def _timm_builder(timm_name: str):
     def build(*, pretrained: bool = False, **kwargs: Any) -> nn.Module:
         import timm
 
         try:
-            return timm.create_model(timm_name, pretrained=pretrained, num_classes=1, **kwargs)
+            with _hub_offline_from_env():
+                return timm.create_model(timm_name, pretrained=pretrained, num_classes=1, **kwargs)
         except Exception as exc:
             if not pretrained:
                 raise
