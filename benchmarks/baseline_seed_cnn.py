@@ -69,8 +69,18 @@ def main() -> None:
     write_manifest(train_all, manifest)
 
     started = time.perf_counter()
-    bundle = train(TrainConfig(data=str(manifest), out=str(work / "seed-cnn"), arch="seed-cnn", epochs=args.epochs,
-                               augment="none", optimizer="adam", lr=1e-3, patience=0))
+    bundle = train(
+        TrainConfig(
+            data=str(manifest),
+            out=str(work / "seed-cnn"),
+            arch="seed-cnn",
+            epochs=args.epochs,
+            augment="none",
+            optimizer="adam",
+            lr=1e-3,
+            patience=0,
+        )
+    )
     train_seconds = time.perf_counter() - started
     det = Detector.load(bundle)
 
@@ -90,7 +100,8 @@ def main() -> None:
         f"seed-cnn, prototype recipe, {args.epochs} epochs, trained in {train_seconds / 60:.1f} min on "
         f"{len(train_all)} images; threshold {det.threshold:.3f} (chosen on validation).",
         "",
-        "| held-out set | n | ROC AUC | accuracy | balanced acc. | ROC AUC laundered | accuracy laundered | balanced acc. laundered |",
+        "| held-out set | n | ROC AUC | accuracy | balanced acc. "
+        "| ROC AUC laundered | accuracy laundered | balanced acc. laundered |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:

@@ -25,4 +25,6 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory, synthetic_train: Pa
     from deepfake_detector.training import TrainConfig, train
 
     out = tmp_path_factory.mktemp("runs") / "seed"
-    return train(TrainConfig(data=str(synthetic_train), out=str(out), epochs=6, batch_size=16, workers=0), progress=False)
+    return train(
+        TrainConfig(data=str(synthetic_train), out=str(out), epochs=6, batch_size=16, workers=0), progress=False
+    )

@@ -119,3 +119,20 @@ def write_audio_only(path: Path, seconds: float = 1.0) -> Path:
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     return path
+
+
+def write_video_of(path: Path, images: list[np.ndarray], fps: int = 10) -> Path:
+    """Write the given ``HxWx3`` uint8 RGB images (even sizes) as a video; the container follows the suffix."""
+    suffix = path.suffix.lower()
+    encoder = default_encoder(suffix)
+    if encoder is None:
+        raise RuntimeError(f"no encoder for {suffix} videos in this PyAV build")
+    height, width = images[0].shape[:2]
+    with av.open(str(path), "w", format=_MUXERS[suffix]) as container:
+        stream = container.add_stream(encoder, rate=fps)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuvj420p" if encoder == "mjpeg" else "yuv420p"
+        for image in images:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path

@@ -62,8 +62,9 @@ def png(path: Path, size: tuple[int, int] = (32, 24), seed: int = 0) -> Path:
 
 def seed_bundle(out: Path, **config: object) -> Path:
     spec = get_spec("seed-cnn")
-    bundle_config = BundleConfig(arch="seed-cnn", preprocessing=Preprocessing(spec.input_size, spec.mean, spec.std),
-                                 **config)
+    bundle_config = BundleConfig(
+        arch="seed-cnn", preprocessing=Preprocessing(spec.input_size, spec.mean, spec.std), **config
+    )
     return save_bundle(out, bundle_config, create_model("seed-cnn"))
 
 
@@ -192,13 +193,16 @@ def test_resume_with_damaged_checkpoint(tmp_path: Path, small_data: Path, interr
     assert not (out / WEIGHTS_FILE).exists()
 
 
-def test_resume_after_crash_between_checkpoint_renames(tmp_path: Path, small_data: Path,
-                                                       interrupted_run: Path) -> None:
+def test_resume_after_crash_between_checkpoint_renames(tmp_path: Path, small_data: Path, interrupted_run: Path) -> None:
     out = shutil.copytree(interrupted_run, tmp_path / "run")
     (out / CHECKPOINT_DIR).rename(out / (CHECKPOINT_DIR + ".old"))
     epochs_run: list[int] = []
-    bundle = train(tiny(small_data, out, epochs=2), resume=True, progress=False,
-                   on_epoch_end=lambda epoch, row: epochs_run.append(epoch))
+    bundle = train(
+        tiny(small_data, out, epochs=2),
+        resume=True,
+        progress=False,
+        on_epoch_end=lambda epoch, row: epochs_run.append(epoch),
+    )
     assert epochs_run == [2], "resumed after epoch 1 rather than starting over"
     assert bundle == out.resolve()
     assert (out / WEIGHTS_FILE).is_file()
@@ -211,8 +215,9 @@ def test_resume_after_crash_between_checkpoint_renames(tmp_path: Path, small_dat
 # --------------------------------------------------------------------------- 5. output folders
 
 
-def test_train_refuses_a_folder_of_user_files(tmp_path: Path, small_data: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_refuses_a_folder_of_user_files(
+    tmp_path: Path, small_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "notes.txt").write_text("my notes\n")
@@ -259,8 +264,9 @@ def test_predict_output_into_missing_folder(tmp_path: Path, capsys: pytest.Captu
 # --------------------------------------------------------------------------- 7. --init-weights
 
 
-def test_train_init_weights_through_the_cli(tmp_path: Path, small_data: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_init_weights_through_the_cli(
+    tmp_path: Path, small_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     common = ("--epochs", "1", "--workers", "0", "--batch-size", "8", "--quiet")
     good = tmp_path / "seed.safetensors"
     save_file({k: v.contiguous() for k, v in create_model("seed-cnn").state_dict().items()}, str(good))
@@ -295,8 +301,9 @@ def test_huge_learning_rate_stops_with_a_hint(tmp_path: Path, small_data: Path) 
 # --------------------------------------------------------------------------- 9. unreadable training files
 
 
-def test_unreadable_training_files_are_left_out(tmp_path: Path, small_data: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreadable_training_files_are_left_out(
+    tmp_path: Path, small_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = shutil.copytree(small_data, tmp_path / "data")
     (data / "real" / "scenes" / "zero_bytes.png").write_bytes(b"")
     (data / "fake" / "checkerboard" / "actually_text.png").write_text("this is not a picture\n")

@@ -127,8 +127,9 @@ def test_predict_folder_recursive_jsonl(capsys: pytest.CaptureFixture[str], trai
     assert f"6 scored ({n_fake} fake, {6 - n_fake} real), 0 failed" in err
 
 
-def test_predict_glob_csv_to_file(capsys: pytest.CaptureFixture[str], trained_bundle: Path, media: Path,
-                                  tmp_path: Path) -> None:
+def test_predict_glob_csv_to_file(
+    capsys: pytest.CaptureFixture[str], trained_bundle: Path, media: Path, tmp_path: Path
+) -> None:
     output = tmp_path / "out" / "results.csv"
     output.parent.mkdir()
     pattern = str(media / "**" / "*fake*.png")
@@ -148,18 +149,34 @@ def test_predict_glob_csv_to_file(capsys: pytest.CaptureFixture[str], trained_bu
         assert r["error"] == ""
 
     # a glob without ** stays in one folder
-    code, out, _ = cli(capsys, "predict", str(media / "top_*.png"), "--model", trained_bundle, "--format", "jsonl",
-                       "--quiet")
+    code, out, _ = cli(
+        capsys, "predict", str(media / "top_*.png"), "--model", trained_bundle, "--format", "jsonl", "--quiet"
+    )
     assert code == 0
     assert sorted(Path(r["path"]).name for r in jsonl(out)) == ["top_fake.png", "top_real.png"]
 
 
-def test_predict_table_and_jsonl_to_file_agree(capsys: pytest.CaptureFixture[str], trained_bundle: Path,
-                                                media: Path, tmp_path: Path) -> None:
+def test_predict_table_and_jsonl_to_file_agree(
+    capsys: pytest.CaptureFixture[str], trained_bundle: Path, media: Path, tmp_path: Path
+) -> None:
     table, lines = tmp_path / "r.txt", tmp_path / "r.jsonl"
     assert cli(capsys, "predict", media, "--model", trained_bundle, "-o", table, "--quiet")[0] == 0
-    code, out, err = cli(capsys, "predict", media, "--model", trained_bundle, "--format", "jsonl",
-                         "--output", lines, "--quiet", "--batch-size", "4", "--workers", "2")
+    code, out, err = cli(
+        capsys,
+        "predict",
+        media,
+        "--model",
+        trained_bundle,
+        "--format",
+        "jsonl",
+        "--output",
+        lines,
+        "--quiet",
+        "--batch-size",
+        "4",
+        "--workers",
+        "2",
+    )
     assert code == 0 and out == "" and err == ""
     rows = jsonl(lines.read_text())
     table_rows = table.read_text().splitlines()[1:]
@@ -170,8 +187,9 @@ def test_predict_table_and_jsonl_to_file_agree(capsys: pytest.CaptureFixture[str
         assert float(fields[2]) == pytest.approx(r["p_fake"], abs=1e-4)
 
 
-def test_predict_reports_bad_files_and_exits_2(capsys: pytest.CaptureFixture[str], trained_bundle: Path,
-                                               media: Path, tmp_path: Path) -> None:
+def test_predict_reports_bad_files_and_exits_2(
+    capsys: pytest.CaptureFixture[str], trained_bundle: Path, media: Path, tmp_path: Path
+) -> None:
     folder = tmp_path / "mixed"
     shutil.copytree(media, folder)
     good = sorted(str(p) for p in folder.rglob("*.png"))
@@ -204,8 +222,9 @@ def test_predict_reports_bad_files_and_exits_2(capsys: pytest.CaptureFixture[str
     assert len(empty_line) == 1 and "empty" in empty_line[0].split("empty.png", 1)[1]
 
     # a path that does not exist is a failed input, not a crash
-    code, out, err = cli(capsys, "predict", folder / "ghost.png", good[0], "--model", trained_bundle,
-                         "--format", "jsonl")
+    code, out, err = cli(
+        capsys, "predict", folder / "ghost.png", good[0], "--model", trained_bundle, "--format", "jsonl"
+    )
     assert code == 2
     assert [r["error"] is None for r in jsonl(out)] == [False, True]
     assert "ghost.png" in err and "no such file" in err
@@ -275,7 +294,9 @@ def test_model_folder_without_bundle(capsys: pytest.CaptureFixture[str], media: 
     assert code == 1 and str(tmp_path / "absent") in err
 
 
-def test_predict_with_nothing_to_score(capsys: pytest.CaptureFixture[str], trained_bundle: Path, tmp_path: Path) -> None:
+def test_predict_with_nothing_to_score(
+    capsys: pytest.CaptureFixture[str], trained_bundle: Path, tmp_path: Path
+) -> None:
     (tmp_path / "empty").mkdir()
     code, out, err = cli(capsys, "predict", tmp_path / "empty", "--model", trained_bundle)
     assert code == 1
@@ -288,8 +309,9 @@ def test_predict_with_nothing_to_score(capsys: pytest.CaptureFixture[str], train
 def test_train_writes_a_bundle(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     data = make_synthetic_dataset(tmp_path / "data", n_per_class=8, size=64, seed=3)
     out_dir = tmp_path / "runs" / "cli"
-    code, out, err = cli(capsys, "train", data, "--out", out_dir, "--epochs", "1", "--workers", "0", "--quiet",
-                         "--batch-size", "8")
+    code, out, err = cli(
+        capsys, "train", data, "--out", out_dir, "--epochs", "1", "--workers", "0", "--quiet", "--batch-size", "8"
+    )
     assert code == 0
     assert out.strip().splitlines()[-1] == str(out_dir)
     assert (out_dir / WEIGHTS_FILE).is_file()
@@ -304,8 +326,20 @@ def test_train_writes_a_bundle(capsys: pytest.CaptureFixture[str], tmp_path: Pat
 
 def test_train_unknown_arch_suggests(capsys: pytest.CaptureFixture[str], synthetic_train: Path, tmp_path: Path) -> None:
     out_dir = tmp_path / "never"
-    code, out, err = cli(capsys, "train", synthetic_train, "--out", out_dir, "--arch", "resnet81",
-                         "--epochs", "1", "--workers", "0", "--quiet")
+    code, out, err = cli(
+        capsys,
+        "train",
+        synthetic_train,
+        "--out",
+        out_dir,
+        "--arch",
+        "resnet81",
+        "--epochs",
+        "1",
+        "--workers",
+        "0",
+        "--quiet",
+    )
     assert code == 1
     assert out == ""
     assert err.startswith("error: ")
@@ -318,11 +352,23 @@ def test_train_unknown_arch_suggests(capsys: pytest.CaptureFixture[str], synthet
 # --------------------------------------------------------------------------- evaluate
 
 
-def test_evaluate_with_laundering(capsys: pytest.CaptureFixture[str], trained_bundle: Path, eval_data: Path,
-                                  tmp_path: Path) -> None:
+def test_evaluate_with_laundering(
+    capsys: pytest.CaptureFixture[str], trained_bundle: Path, eval_data: Path, tmp_path: Path
+) -> None:
     out_dir = tmp_path / "report"
-    code, out, err = cli(capsys, "evaluate", eval_data, "--model", trained_bundle, "--out", out_dir,
-                         "--launder", "--quiet", "--workers", "1")
+    code, out, err = cli(
+        capsys,
+        "evaluate",
+        eval_data,
+        "--model",
+        trained_bundle,
+        "--out",
+        out_dir,
+        "--launder",
+        "--quiet",
+        "--workers",
+        "1",
+    )
     assert code == 0
     report = out_dir / "report.md"
     assert out.strip() == str(report)
@@ -367,8 +413,13 @@ def test_import_keras_refuses_non_h5(capsys: pytest.CaptureFixture[str], tmp_pat
 
 def test_module_entry_point_in_a_subprocess(tmp_path: Path) -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "deepfake_detector", *args], capture_output=True, text=True,
-                              cwd=tmp_path, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "deepfake_detector", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=120,
+        )
 
     version = run("--version")
     assert version.returncode == 0, version.stderr

@@ -114,11 +114,7 @@ def test_read_manifest_relative_paths_labels_and_groups(tmp_path: Path) -> None:
     manifest = tmp_path / "lists" / "m.csv"
     manifest.parent.mkdir()
     manifest.write_text(
-        "path,label,group\n"
-        "../imgs/a.png,0,\n"
-        "../imgs/b.png,fake,FaceSwap\n"
-        "../imgs/c.png, REAL ,studio\n"
-        f"{d},1,\n"
+        f"path,label,group\n../imgs/a.png,0,\n../imgs/b.png,fake,FaceSwap\n../imgs/c.png, REAL ,studio\n{d},1,\n"
     )
     samples = read_manifest(manifest)
     assert [(s.path.resolve(), s.target, s.group) for s in samples] == [

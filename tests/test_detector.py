@@ -209,8 +209,9 @@ def _copy_bundle(src: Path, dst: Path, **changes: object) -> Path:
 
 def test_logit_real_bundle_still_reports_p_fake(trained_bundle: Path, tmp_path: Path, images: list[Path]) -> None:
     """Same weights, logit declared as log-odds of real: p_fake must be the complement."""
-    flipped = Detector.load(_copy_bundle(trained_bundle, tmp_path / "flipped", output="logit_real", threshold=0.5),
-                            device="cpu")
+    flipped = Detector.load(
+        _copy_bundle(trained_bundle, tmp_path / "flipped", output="logit_real", threshold=0.5), device="cpu"
+    )
     straight = Detector.load(_copy_bundle(trained_bundle, tmp_path / "straight", threshold=0.5), device="cpu")
     assert flipped.config.output == "logit_real" and straight.config.output == "logit_fake"
     ps = np.array([p.p_fake for p in straight.predict_many(images, batch_size=8, workers=1)])

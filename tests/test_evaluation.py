@@ -33,8 +33,14 @@ def test_evaluate_report_and_numbers(tmp_path: Path, trained_bundle: Path, synth
 
     out = tmp_path / "report"
     report = (out / "report.md").read_text()
-    for png in ("training_curves.png", "confusion_matrix_as_is.png", "roc_curve_as_is.png", "pr_curve_as_is.png",
-                "score_histogram_as_is.png", "roc_curve_laundered.png"):
+    for png in (
+        "training_curves.png",
+        "confusion_matrix_as_is.png",
+        "roc_curve_as_is.png",
+        "pr_curve_as_is.png",
+        "score_histogram_as_is.png",
+        "roc_curve_laundered.png",
+    ):
         assert (out / png).stat().st_size > 0
         assert png in report
     assert "checkerboard" in report and "laundered" in report
@@ -63,7 +69,9 @@ def test_evaluate_with_no_readable_image_fails_clearly(tmp_path: Path, trained_b
         evaluate(trained_bundle, data, tmp_path / "r", progress=False)
 
 
-def test_threshold_override_changes_labels_not_scores(tmp_path: Path, trained_bundle: Path, synthetic_test: Path) -> None:
+def test_threshold_override_changes_labels_not_scores(
+    tmp_path: Path, trained_bundle: Path, synthetic_test: Path
+) -> None:
     low = evaluate(trained_bundle, synthetic_test, tmp_path / "low", threshold=0.0, progress=False)
     m = low["sections"][0]["metrics"]
     assert m["confusion_matrix"]["matrix"][0][0] == 0, "at threshold 0 nothing is called real"

@@ -264,8 +264,16 @@ def test_bytes_like_input(kind) -> None:
         (np.full((4, 5, 3), (0.0, 100.0, 300.0), np.float32), (0, 100, 255)),
     ],
     ids=[
-        "gray", "gray1", "rgb", "rgb-view", "rgba-clear", "rgba-opaque",
-        "bool", "uint16", "float01", "float255",
+        "gray",
+        "gray1",
+        "rgb",
+        "rgb-view",
+        "rgba-clear",
+        "rgba-opaque",
+        "bool",
+        "uint16",
+        "float01",
+        "float255",
     ],
 )
 def test_array_inputs(array: np.ndarray, expected) -> None:

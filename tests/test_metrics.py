@@ -159,8 +159,14 @@ def _assert_png(path) -> None:
 def test_plots_write_pngs(tmp_path) -> None:
     m = compute_metrics(GROUPED_Y, GROUPED_P, threshold=0.5)
     history = [
-        {"epoch": 1, "train_loss": 0.7, "val_loss": 0.6, "train_accuracy": 0.5, "val_accuracy": 0.6,
-         "val_roc_auc": 0.7},
+        {
+            "epoch": 1,
+            "train_loss": 0.7,
+            "val_loss": 0.6,
+            "train_accuracy": 0.5,
+            "val_accuracy": 0.6,
+            "val_roc_auc": 0.7,
+        },
         {"epoch": 2, "train_loss": 0.5, "val_loss": None, "train_accuracy": 0.7},
         {"train_loss": 0.4},
     ]

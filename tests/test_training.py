@@ -50,8 +50,9 @@ class _Interrupt(Exception):
 
 
 def test_resume_gives_same_weights_as_uninterrupted(tmp_path: Path, synthetic_train: Path) -> None:
-    common = dict(data=str(synthetic_train), arch="seed-cnn", epochs=3, batch_size=16, workers=0, patience=0,
-                  augment="default")
+    common = dict(
+        data=str(synthetic_train), arch="seed-cnn", epochs=3, batch_size=16, workers=0, patience=0, augment="default"
+    )
     full = train(TrainConfig(out=str(tmp_path / "full"), **common), progress=False)
 
     def stop_after_first(epoch: int, row: dict) -> None:
@@ -78,17 +79,25 @@ def test_resume_refuses_changed_settings(tmp_path: Path, synthetic_train: Path) 
         raise _Interrupt
 
     with pytest.raises(_Interrupt):
-        train(TrainConfig(data=str(synthetic_train), out=str(tmp_path / "r"), epochs=2, workers=0), progress=False,
-              on_epoch_end=stop)
+        train(
+            TrainConfig(data=str(synthetic_train), out=str(tmp_path / "r"), epochs=2, workers=0),
+            progress=False,
+            on_epoch_end=stop,
+        )
     with pytest.raises(InvalidArgumentError, match="lr"):
-        train(TrainConfig(data=str(synthetic_train), out=str(tmp_path / "r"), epochs=2, workers=0, lr=0.1),
-              resume=True, progress=False)
+        train(
+            TrainConfig(data=str(synthetic_train), out=str(tmp_path / "r"), epochs=2, workers=0, lr=0.1),
+            resume=True,
+            progress=False,
+        )
 
 
 def test_early_stopping(tmp_path: Path, synthetic_train: Path) -> None:
     # A learning rate of zero never improves after epoch 1, so patience 1 stops at epoch 2.
-    bundle = train(TrainConfig(data=str(synthetic_train), out=str(tmp_path / "es"), epochs=6, patience=1,
-                               lr=1e-12, workers=0), progress=False)
+    bundle = train(
+        TrainConfig(data=str(synthetic_train), out=str(tmp_path / "es"), epochs=6, patience=1, lr=1e-12, workers=0),
+        progress=False,
+    )
     training = json.loads((bundle / CONFIG_FILE).read_text())["training"]
     assert training["stopped_early"] is True
     assert training["epochs_run"] == 2
@@ -96,8 +105,12 @@ def test_early_stopping(tmp_path: Path, synthetic_train: Path) -> None:
 
 
 def test_val_dir_is_used(tmp_path: Path, synthetic_train: Path, synthetic_test: Path) -> None:
-    bundle = train(TrainConfig(data=str(synthetic_train), out=str(tmp_path / "vd"), epochs=1, val_dir=str(synthetic_test),
-                               workers=0), progress=False)
+    bundle = train(
+        TrainConfig(
+            data=str(synthetic_train), out=str(tmp_path / "vd"), epochs=1, val_dir=str(synthetic_test), workers=0
+        ),
+        progress=False,
+    )
     training = json.loads((bundle / CONFIG_FILE).read_text())["training"]
     assert training["n_train"] == 96 and training["n_val"] == 48
 

@@ -29,7 +29,9 @@ def draw_faces(image: np.ndarray, faces: list[FaceResult], caption: str | None =
             text = f"#{face.track} {text}"
         left, top, right, bottom = draw.textbbox((x, y), text, font=font)
         label_top = max(0, y - (bottom - top) - 2 * width)
-        draw.rectangle((x, label_top, x + (right - left) + 2 * width, label_top + (bottom - top) + 2 * width), fill=colour)
+        draw.rectangle(
+            (x, label_top, x + (right - left) + 2 * width, label_top + (bottom - top) + 2 * width), fill=colour
+        )
         draw.text((x + width, label_top + width - (top - y)), text, fill=(255, 255, 255), font=font)
     if caption:
         draw.rectangle((0, 0, picture.width, max(14, picture.height // 20)), fill=(0, 0, 0))

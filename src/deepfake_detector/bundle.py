@@ -107,7 +107,9 @@ def build_model(config: BundleConfig) -> nn.Module:
     try:
         model = create_model(config.arch, **config.arch_kwargs)
     except TypeError as exc:
-        raise BundleError(f"arch_kwargs {config.arch_kwargs!r} do not fit architecture {config.arch!r} ({exc}).") from exc
+        raise BundleError(
+            f"arch_kwargs {config.arch_kwargs!r} do not fit architecture {config.arch!r} ({exc})."
+        ) from exc
     return model.eval()
 
 

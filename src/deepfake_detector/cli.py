@@ -66,20 +66,29 @@ def _positive_int(text: str) -> int:
 
 def _add_face_options(p: argparse.ArgumentParser, with_mode: bool = True) -> None:
     if with_mode:
-        p.add_argument("--faces", choices=["auto", "off", "only"], default="auto",
-                       help="judge face crops (auto: when the model was trained on face crops), whole images (off), "
-                       "or faces only, never the whole image (only)")
+        p.add_argument(
+            "--faces",
+            choices=["auto", "off", "only"],
+            default="auto",
+            help="judge face crops (auto: when the model was trained on face crops), whole images (off), "
+            "or faces only, never the whole image (only)",
+        )
     p.add_argument("--face-detector", default="auto", help="auto, mtcnn or haar")
-    p.add_argument("--min-face", type=_positive_int, default=32,
-                   help="faces smaller than this many pixels are reported as too small to judge (default 32)")
+    p.add_argument(
+        "--min-face",
+        type=_positive_int,
+        default=32,
+        help="faces smaller than this many pixels are reported as too small to judge (default 32)",
+    )
 
 
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--every-n", type=_positive_int, metavar="N", help="video: every N-th frame")
     group.add_argument("--fps", type=float, metavar="F", help="video: F frames per second of video")
-    group.add_argument("--max-frames", type=_positive_int, metavar="K",
-                       help="video: at most K frames spread evenly (default: 32)")
+    group.add_argument(
+        "--max-frames", type=_positive_int, metavar="K", help="video: at most K frames spread evenly (default: 32)"
+    )
 
 
 def _sampling(args: argparse.Namespace) -> Any:
@@ -117,20 +126,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--optimizer", choices=["adam", "adamw", "sgd"])
     p.add_argument("--schedule", choices=["constant", "cosine"])
-    p.add_argument("--augment", help="'default', 'none', or probabilities like 'jpeg=0.8,blur=0,flip=0.5' "
-                   "(keys: flip, crop, color, blur, rescale, jpeg); default: the recipe's")
+    p.add_argument(
+        "--augment",
+        help="'default', 'none', or probabilities like 'jpeg=0.8,blur=0,flip=0.5' "
+        "(keys: flip, crop, color, blur, rescale, jpeg); default: the recipe's",
+    )
     p.add_argument("--val-dir", help="validation data (folder or manifest) instead of a split of DATA")
-    p.add_argument("--val-fraction", type=float, default=0.2, help="share of DATA held out for validation (default 0.2)")
+    p.add_argument(
+        "--val-fraction", type=float, default=0.2, help="share of DATA held out for validation (default 0.2)"
+    )
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--patience", type=int, default=5, help="early stopping after this many epochs without a better validation AUC; 0: off")
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=5,
+        help="early stopping after this many epochs without a better validation AUC; 0: off",
+    )
     init = p.add_mutually_exclusive_group()
     init.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights (needs network)")
     init.add_argument("--init-weights", metavar="FILE", help="start from a local safetensors file")
+    init.add_argument(
+        "--imagenet-init",
+        action="store_true",
+        help="start from ImageNet weights shipped in a pip package, offline "
+        "(efficientnet_lite0, mobilenetv2_100; see README)",
+    )
     p.add_argument("--workers", type=_non_negative_int, help="data-loading processes, 0 for none (default: up to 2)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--crop-margin", type=float, metavar="M",
-                   help="the images are face crops with margin M (share of the face box on each side): prediction "
-                   "will crop faces the same way (default: what crop-faces recorded in DATA, else whole images)")
+    p.add_argument(
+        "--crop-margin",
+        type=float,
+        metavar="M",
+        help="the images are face crops with margin M (share of the face box on each side): prediction "
+        "will crop faces the same way (default: what crop-faces recorded in DATA, else whole images)",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -154,11 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int, help="decoding threads (default: CPU count)")
     _add_face_options(p)
     _add_sampling_options(p)
-    p.add_argument("--aggregate", choices=["max", "mean"], default="max",
-                   help="how face scores make the image's: max = fake when any face is fake (default)")
+    p.add_argument(
+        "--aggregate",
+        choices=["max", "mean"],
+        default="max",
+        help="how face scores make the image's: max = fake when any face is fake (default)",
+    )
     p.add_argument("--save-crops", metavar="DIR", help="write every face crop that was scored to DIR")
-    p.add_argument("--annotate", metavar="DIR",
-                   help="write each image (or a video's most suspicious frames and its timeline) with boxes and scores")
+    p.add_argument(
+        "--annotate",
+        metavar="DIR",
+        help="write each image (or a video's most suspicious frames and its timeline) with boxes and scores",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
     p = sub.add_parser("crop-faces", help="turn a real/fake folder of images and videos into a folder of face crops")
@@ -196,8 +232,9 @@ class _Writer:
             self.csv.writeheader()
         elif fmt == "table":
             w = self.path_width
-            stream.write(f"{'path':<{w}}  {'label':<5}  {'p_fake':>7}  {'confidence':>10}  {'faces':>5}  "
-                         f"{'seconds':>8}  note\n")
+            stream.write(
+                f"{'path':<{w}}  {'label':<5}  {'p_fake':>7}  {'confidence':>10}  {'faces':>5}  {'seconds':>8}  note\n"
+            )
 
     def write(self, pred: Prediction) -> None:
         if self.fmt == "jsonl":
@@ -208,16 +245,21 @@ class _Writer:
             w = self.path_width
             path = pred.path or ""
             if len(path) > w:
-                path = "..." + path[-(w - 3):]
+                path = "..." + path[-(w - 3) :]
             label = pred.label or "-"
             p = "-" if pred.p_fake is None else f"{pred.p_fake:.4f}"
             conf = "-" if pred.confidence is None else f"{pred.confidence:.4f}"
-            n_faces = len(pred.faces) if pred.kind == "image" else len({
-                f.track for frame in (pred.video.timeline if pred.video else []) for f in frame.faces})
+            n_faces = (
+                len(pred.faces)
+                if pred.kind == "image"
+                else len({f.track for frame in (pred.video.timeline if pred.video else []) for f in frame.faces})
+            )
             note = pred.error or pred.note or ""
             if pred.kind == "video" and pred.video is not None:
                 note = f"video, {pred.video.frames_sampled} frames" + (f"; {note}" if note else "")
-            self.stream.write(f"{path:<{w}}  {label:<5}  {p:>7}  {conf:>10}  {n_faces:>5}  {pred.seconds:>8.3f}  {note}\n")
+            self.stream.write(
+                f"{path:<{w}}  {label:<5}  {p:>7}  {conf:>10}  {n_faces:>5}  {pred.seconds:>8.3f}  {note}\n"
+            )
         self.stream.flush()
 
 
@@ -287,9 +329,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     try:
         writer = _Writer(args.format, out, max(len(p) for p in paths))
         results = detector.predict_many(
-            paths, batch_size=args.batch_size, workers=args.workers, threshold=args.threshold, faces=args.faces,
-            aggregate=args.aggregate, sampling=sampling, keep_media=outputs.annotate is not None,
-            on_crop=outputs.save_crop if outputs.crops is not None else None, video_progress=video_progress,
+            paths,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            threshold=args.threshold,
+            faces=args.faces,
+            aggregate=args.aggregate,
+            sampling=sampling,
+            keep_media=outputs.annotate is not None,
+            on_crop=outputs.save_crop if outputs.crops is not None else None,
+            video_progress=video_progress,
         )
         show_bar = not args.quiet and len(paths) > 1
         for pred in tqdm(results, total=len(paths), disable=not show_bar, file=sys.stderr, unit="file", leave=False):
@@ -326,8 +375,14 @@ def _cmd_crop_faces(args: argparse.Namespace) -> int:
     from .faces.crop import CropSpec
 
     report = crop_faces_dataset(
-        args.src, args.dst, CropSpec(margin=args.margin, square=not args.no_square), sampling=_sampling(args),
-        face_detector=args.face_detector, min_face=args.min_face, image_format=args.format, progress=not args.quiet,
+        args.src,
+        args.dst,
+        CropSpec(margin=args.margin, square=not args.no_square),
+        sampling=_sampling(args),
+        face_detector=args.face_detector,
+        min_face=args.min_face,
+        image_format=args.format,
+        progress=not args.quiet,
     )
     print(
         f"{report.crops} face crops from {report.files} files written to {args.dst} "
@@ -341,11 +396,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .training import TrainConfig, train
 
     config = TrainConfig(
-        data=args.data, out=args.out, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, weight_decay=args.weight_decay, optimizer=args.optimizer, schedule=args.schedule,
-        augment=args.augment, val_dir=args.val_dir, val_fraction=args.val_fraction, seed=args.seed,
-        patience=args.patience, pretrained=args.pretrained, init_weights=args.init_weights,
-        workers=args.workers, device=args.device, crop_margin=args.crop_margin,
+        data=args.data,
+        out=args.out,
+        arch=args.arch,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        optimizer=args.optimizer,
+        schedule=args.schedule,
+        augment=args.augment,
+        val_dir=args.val_dir,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        patience=args.patience,
+        pretrained=args.pretrained,
+        imagenet_init=args.imagenet_init,
+        init_weights=args.init_weights,
+        workers=args.workers,
+        device=args.device,
+        crop_margin=args.crop_margin,
     )
     bundle = train(config, resume=args.resume, progress=not args.quiet)
     print(bundle)
@@ -356,13 +426,22 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate
     from .report import format_value
 
-    result = evaluate(args.model, args.data, args.out, launder=args.launder, threshold=args.threshold,
-                      batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
+    result = evaluate(
+        args.model,
+        args.data,
+        args.out,
+        launder=args.launder,
+        threshold=args.threshold,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
     for section in result["sections"]:
         m = section["metrics"]
         print(
             f"{section['name']:<10} n={m['n']}  accuracy={m['accuracy_score']:.4f}  "
-            f"roc_auc={format_value(m['roc_auc_score'])}  ap={format_value(m['average_precision_score'])}  eer={format_value(m['equal_error_rate'])}",
+            f"roc_auc={format_value(m['roc_auc_score'])}  ap={format_value(m['average_precision_score'])}  "
+            f"eer={format_value(m['equal_error_rate'])}",
             file=sys.stderr,
         )
     print(result["report"])
@@ -374,8 +453,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from .models import count_parameters, get_spec, list_models
 
     rows = [
-        {"name": n, "input_size": get_spec(n).input_size, "parameters": count_parameters(n),
-         "description": get_spec(n).description}
+        {
+            "name": n,
+            "input_size": get_spec(n).input_size,
+            "parameters": count_parameters(n),
+            "description": get_spec(n).description,
+        }
         for n in list_models()
     ]
     if args.format == "json":

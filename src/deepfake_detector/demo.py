@@ -28,11 +28,16 @@ def run_demo(out_dir: str | Path = "demo-output", *, epochs: int = 6) -> Path:
     result = evaluate(bundle, test_dir, out / "report", launder=True)
     for section in result["sections"]:
         m = section["metrics"]
-        print(f"    {section['name']:<10} accuracy {m['accuracy_score']:.3f}  ROC AUC {m['roc_auc_score']:.3f}",
-              file=sys.stderr)
+        print(
+            f"    {section['name']:<10} accuracy {m['accuracy_score']:.3f}  ROC AUC {m['roc_auc_score']:.3f}",
+            file=sys.stderr,
+        )
     print("4/4 predicting", file=sys.stderr)
     detector = Detector.load(bundle)
-    samples = sorted((test_dir / "real" / "scenes").glob("*.png"))[:3] + sorted((test_dir / "fake" / "checkerboard").glob("*.png"))[:3]
+    samples = (
+        sorted((test_dir / "real" / "scenes").glob("*.png"))[:3]
+        + sorted((test_dir / "fake" / "checkerboard").glob("*.png"))[:3]
+    )
     for pred in detector.predict_many(samples):
         print(f"    {Path(pred.path).name:<16} {pred.label:<5} p_fake {pred.p_fake:.3f}  {pred.seconds * 1000:.1f} ms")
     print(f"Done. Model: {bundle}  Report: {result['report']}", file=sys.stderr)

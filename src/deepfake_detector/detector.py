@@ -128,12 +128,24 @@ class Detector:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, bundle_dir: str | Path, *, device: str = "auto", face_detector: str | FaceDetector = "auto",
-             min_face: int = MIN_FACE) -> Detector:
+    def load(
+        cls,
+        bundle_dir: str | Path,
+        *,
+        device: str = "auto",
+        face_detector: str | FaceDetector = "auto",
+        min_face: int = MIN_FACE,
+    ) -> Detector:
         """Load a bundle folder (``config.json`` + ``model.safetensors``)."""
         config, model = load_bundle(bundle_dir)
-        return cls(config, model, device=pick_device(device), name=config.name or Path(bundle_dir).name,
-                   face_detector=face_detector, min_face=min_face)
+        return cls(
+            config,
+            model,
+            device=pick_device(device),
+            name=config.name or Path(bundle_dir).name,
+            face_detector=face_detector,
+            min_face=min_face,
+        )
 
     @property
     def threshold(self) -> float:
@@ -155,8 +167,9 @@ class Detector:
         ``"off"``, and with ``"auto"`` when the bundle was trained on face crops."""
         return faces == "only" or (faces == "auto" and self.preprocessing.crop is not None)
 
-    def _options(self, threshold: float | None, faces: str, aggregate: str, keep_media: bool,
-                 on_crop: CropSink | None) -> Options:
+    def _options(
+        self, threshold: float | None, faces: str, aggregate: str, keep_media: bool, on_crop: CropSink | None
+    ) -> Options:
         if threshold is None:
             threshold = self.config.threshold
         elif isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
@@ -258,8 +271,16 @@ class Detector:
         analysed = item.analysed
         assert analysed is not None
         artifacts = Artifacts(images=[("image", item.image, analysed.faces)]) if opts.keep_media else None
-        return self._prediction(source_name(item.source), p, seconds, opts, scored_on=analysed.scored_on,
-                                note=analysed.note, faces=analysed.faces, artifacts=artifacts)
+        return self._prediction(
+            source_name(item.source),
+            p,
+            seconds,
+            opts,
+            scored_on=analysed.scored_on,
+            note=analysed.note,
+            faces=analysed.faces,
+            artifacts=artifacts,
+        )
 
     def _prepare(self, source: Any, loader: Loader, opts: Options) -> _Item:
         started = time.perf_counter()
@@ -271,8 +292,12 @@ class Detector:
             return _Item(source, None, str(exc), time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - a folder run must go on past any bad file
             name = source_name(source) or "<input>"
-            return _Item(source, None, f"{name}: unexpected error while reading ({type(exc).__name__}: {exc})",
-                         time.perf_counter() - started)
+            return _Item(
+                source,
+                None,
+                f"{name}: unexpected error while reading ({type(exc).__name__}: {exc})",
+                time.perf_counter() - started,
+            )
 
     def predict_many(
         self,
@@ -301,14 +326,31 @@ class Detector:
         """
         opts = self._options(threshold, faces, aggregate, keep_media, on_crop)
         if not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidArgumentError(f"The 'batch_size' parameter must be an integer of at least 1; got {batch_size!r}.")
+            raise InvalidArgumentError(
+                f"The 'batch_size' parameter must be an integer of at least 1; got {batch_size!r}."
+            )
         if workers is not None and (not isinstance(workers, int) or workers < 1):
             raise InvalidArgumentError(f"The 'workers' parameter must be an integer of at least 1; got {workers!r}.")
-        return self._stream(sources, batch_size, workers or max(1, os.cpu_count() or 1), opts, loader,
-                            sampling or FrameSampling(), video_progress)
+        return self._stream(
+            sources,
+            batch_size,
+            workers or max(1, os.cpu_count() or 1),
+            opts,
+            loader,
+            sampling or FrameSampling(),
+            video_progress,
+        )
 
-    def _stream(self, sources: Iterable[Any], batch_size: int, workers: int, opts: Options, loader: Loader,
-                sampling: FrameSampling, video_progress: VideoProgress | None) -> Iterator[Prediction]:
+    def _stream(
+        self,
+        sources: Iterable[Any],
+        batch_size: int,
+        workers: int,
+        opts: Options,
+        loader: Loader,
+        sampling: FrameSampling,
+        video_progress: VideoProgress | None,
+    ) -> Iterator[Prediction]:
         lookahead = batch_size * 2 + workers
         source_iter = iter(sources)
         pending: deque[tuple[Any, Future | None]] = deque()
@@ -350,28 +392,37 @@ class Detector:
         offset = 0
         for item in batch:
             if item.analysed is None:
-                yield Prediction.failed(source_name(item.source), item.error or "unknown error", item.seconds, self.name)
+                yield Prediction.failed(
+                    source_name(item.source), item.error or "unknown error", item.seconds, self.name
+                )
                 continue
             n = len(item.analysed.inputs)
-            p = self._apply_scores(item.analysed, scores[offset:offset + n], opts)
+            p = self._apply_scores(item.analysed, scores[offset : offset + n], opts)
             offset += n
             yield self._image_prediction(item, p, item.seconds + per_input * n, opts)
 
     # ------------------------------------------------------------------ videos
 
-    def _video_or_failure(self, path: str, opts: Options, sampling: FrameSampling, batch_size: int,
-                          progress: VideoProgress | None) -> Prediction:
+    def _video_or_failure(
+        self, path: str, opts: Options, sampling: FrameSampling, batch_size: int, progress: VideoProgress | None
+    ) -> Prediction:
         started = time.perf_counter()
         try:
             return self._video(path, opts, sampling, batch_size, progress)
         except DeepfakeDetectorError as exc:
             return Prediction.failed(path, str(exc), time.perf_counter() - started, self.name, kind="video")
         except Exception as exc:  # noqa: BLE001 - a folder run must go on past any bad file
-            return Prediction.failed(path, f"{path}: unexpected error while reading ({type(exc).__name__}: {exc})",
-                                     time.perf_counter() - started, self.name, kind="video")
+            return Prediction.failed(
+                path,
+                f"{path}: unexpected error while reading ({type(exc).__name__}: {exc})",
+                time.perf_counter() - started,
+                self.name,
+                kind="video",
+            )
 
-    def _video(self, path: str, opts: Options, sampling: FrameSampling, batch_size: int,
-               progress: VideoProgress | None) -> Prediction:
+    def _video(
+        self, path: str, opts: Options, sampling: FrameSampling, batch_size: int, progress: VideoProgress | None
+    ) -> Prediction:
         """Stream a video's sampled frames through faces, tracks and the model; judge it on its tracks."""
         started = time.perf_counter()
         info = probe_video(path)
@@ -386,7 +437,7 @@ class Detector:
             offset = 0
             for frame, analysed, image in buffer:
                 n = len(analysed.inputs)
-                frame.p_fake = self._apply_scores(analysed, scores[offset:offset + n], opts)
+                frame.p_fake = self._apply_scores(analysed, scores[offset : offset + n], opts)
                 offset += n
                 if image is not None and frame.p_fake is not None:
                     entry = (frame.p_fake, frame.index, image, frame.faces)
@@ -425,15 +476,32 @@ class Detector:
             scored_on = SCORED_NOTHING
             note = "no face found" if opts.faces == "only" else "faces found were too small to judge"
         video = VideoResult(
-            fps=info.fps, duration=info.duration, frames_sampled=len(timeline), width=info.width, height=info.height,
-            rotation=info.rotation, sampling=sampling.to_dict(), rule=VIDEO_RULE, tracks=tracks, timeline=timeline,
+            fps=info.fps,
+            duration=info.duration,
+            frames_sampled=len(timeline),
+            width=info.width,
+            height=info.height,
+            rotation=info.rotation,
+            sampling=sampling.to_dict(),
+            rule=VIDEO_RULE,
+            tracks=tracks,
+            timeline=timeline,
         )
         artifacts = None
         if opts.keep_media:
             ranked = sorted(suspicious, key=lambda e: (-e[0], e[1]))
             artifacts = Artifacts(images=[(f"frame{index}", image, faces) for _, index, image, faces in ranked])
-        return self._prediction(path, p, time.perf_counter() - started, opts, kind="video", scored_on=scored_on,
-                                note=note, video=video, artifacts=artifacts)
+        return self._prediction(
+            path,
+            p,
+            time.perf_counter() - started,
+            opts,
+            kind="video",
+            scored_on=scored_on,
+            note=note,
+            video=video,
+            artifacts=artifacts,
+        )
 
     def summary(self) -> dict[str, Any]:
         """A flat description for reports and the ``About`` panels of front ends."""
@@ -482,6 +550,14 @@ def _tracks(timeline: list[FrameResult], threshold: float) -> list[TrackResult]:
     for track_id in sorted(scores):
         times, values = zip(*scores[track_id])
         p = track_score(values)
-        tracks.append(TrackResult(track=track_id, n_frames=len(values), p_fake=p, label=label_for(p, threshold),
-                                  first_time=float(min(times)), last_time=float(max(times))))
+        tracks.append(
+            TrackResult(
+                track=track_id,
+                n_frames=len(values),
+                p_fake=p,
+                label=label_for(p, threshold),
+                first_time=float(min(times)),
+                last_time=float(max(times)),
+            )
+        )
     return tracks

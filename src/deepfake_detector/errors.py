@@ -69,3 +69,14 @@ class CheckpointError(DeepfakeDetectorError, ValueError):
 
 class TrainingError(DeepfakeDetectorError, RuntimeError):
     """Training cannot go on (for example the loss became NaN)."""
+
+
+class MissingDependencyError(DeepfakeDetectorError, ImportError):
+    """An optional package a backend needs is not installed; ``install`` is the line that fixes it."""
+
+    def __init__(self, what: str, package: str, install: str, cause: BaseException) -> None:
+        self.package = package
+        self.install = install
+        super().__init__(
+            f"{what} needs the {package} package, which cannot be imported ({cause}). Install it with: {install}"
+        )

@@ -51,8 +51,9 @@ def score_samples(
     loader = _laundered if launder else load_image
     y, p, groups, errors = [], [], [], []
     results = detector.predict_many((s.path for s in samples), batch_size=batch_size, workers=workers, loader=loader)
-    for sample, pred in tqdm(zip(samples, results), total=len(samples), desc=desc, disable=not progress,
-                             file=sys.stderr, leave=False):
+    for sample, pred in tqdm(
+        zip(samples, results), total=len(samples), desc=desc, disable=not progress, file=sys.stderr, leave=False
+    ):
         if pred.ok:
             y.append(sample.target)
             p.append(pred.p_fake)
@@ -91,8 +92,9 @@ def evaluate(
     if history:
         plots["Training loss and accuracy"] = plot_training_curves(history, out / "training_curves.png").name
     for name, do_launder in variants:
-        y, p, groups, errors = score_samples(detector, samples, launder=do_launder, batch_size=batch_size,
-                                             workers=workers, progress=progress, desc=name)
+        y, p, groups, errors = score_samples(
+            detector, samples, launder=do_launder, batch_size=batch_size, workers=workers, progress=progress, desc=name
+        )
         for message in errors:
             print(f"warning: not scored: {message}", file=sys.stderr)
         if len(y) == 0:
@@ -102,9 +104,13 @@ def evaluate(
         sections.append({"name": name, "metrics": metrics, "errors": errors})
         slug = name.replace(" ", "_").replace("-", "_")
         plots[f"Confusion matrix ({name})"] = plot_confusion_matrix(metrics, out / f"confusion_matrix_{slug}.png").name
-        plots[f"ROC curve ({name})"] = plot_roc_curve(y, p, out / f"roc_curve_{slug}.png", eer=metrics["equal_error_rate"]).name
+        plots[f"ROC curve ({name})"] = plot_roc_curve(
+            y, p, out / f"roc_curve_{slug}.png", eer=metrics["equal_error_rate"]
+        ).name
         plots[f"Precision-recall curve ({name})"] = plot_precision_recall_curve(y, p, out / f"pr_curve_{slug}.png").name
         plots[f"Score histogram ({name})"] = plot_score_histogram(y, p, out / f"score_histogram_{slug}.png", t).name
     model_summary = {**detector.summary(), "threshold": t, "evaluated_on": str(data), "n_images": len(samples)}
-    report = write_report(out, sections, title=f"Evaluation of {detector.name}", model_summary=model_summary, plots=plots)
+    report = write_report(
+        out, sections, title=f"Evaluation of {detector.name}", model_summary=model_summary, plots=plots
+    )
     return {"sections": sections, "model": model_summary, "report": str(report)}

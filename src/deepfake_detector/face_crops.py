@@ -28,11 +28,12 @@ from .media.video import FrameSampling, is_video_path, iter_frames
 CROP_FILE = "crop.json"
 
 
-def face_crops(image: np.ndarray, detector: FaceDetector, spec: CropSpec, min_face: int) -> list[tuple[FaceBox, np.ndarray | None]]:
+def face_crops(
+    image: np.ndarray, detector: FaceDetector, spec: CropSpec, min_face: int
+) -> list[tuple[FaceBox, np.ndarray | None]]:
     """Every face the detector finds, with its crop; ``None`` for faces under ``min_face`` pixels."""
     return [
-        (box, None if min(box.w, box.h) < min_face else crop_face(image, box, spec))
-        for box in detector.detect(image)
+        (box, None if min(box.w, box.h) < min_face else crop_face(image, box, spec)) for box in detector.detect(image)
     ]
 
 

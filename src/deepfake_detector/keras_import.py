@@ -260,9 +260,7 @@ def _pair(value: Any, default: Any = None) -> tuple[int, ...] | None:
     return tuple(int(v) for v in value)
 
 
-def _check_architecture(
-    path: Path, layers: list[dict[str, Any]]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _check_architecture(path: Path, layers: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Compare the layers with the prototype; returns the conv and dense layer entries."""
     problems: list[str] = []
 
@@ -277,9 +275,9 @@ def _check_architecture(
         if dims != _INPUT_SHAPE:
             problems.append(f"input shape is {dims}, expected {_INPUT_SHAPE}")
 
-    kept = [l for l in layers if l["class_name"] not in _SKIPPED and l["class_name"] != "_BuildShape"]
+    kept = [layer for layer in layers if layer["class_name"] not in _SKIPPED and layer["class_name"] != "_BuildShape"]
     expected = ["Conv2D", "MaxPooling2D"] * 3 + ["Flatten", "Dense", "Dense"]
-    found = [l["class_name"] for l in kept]
+    found = [layer["class_name"] for layer in kept]
     norm = ["Conv2D" if c in _CONV else "MaxPooling2D" if c in _POOL else c for c in found]
     if norm != expected:
         raise ModelImportError(
@@ -287,9 +285,9 @@ def _check_architecture(
             f"expected {expected} (InputLayer and Dropout ignored)."
         )
 
-    convs = [l for l in kept if l["class_name"] in _CONV]
-    pools = [l for l in kept if l["class_name"] in _POOL]
-    dense = [l for l in kept if l["class_name"] == "Dense"]
+    convs = [layer for layer in kept if layer["class_name"] in _CONV]
+    pools = [layer for layer in kept if layer["class_name"] in _POOL]
+    dense = [layer for layer in kept if layer["class_name"] == "Dense"]
     for i, (layer, filters) in enumerate(zip(convs, _CONV_FILTERS), 1):
         c, tag = layer["config"], f"Conv2D #{i} ({layer['name']})"
         if int(c.get("filters", -1)) != filters:

@@ -123,9 +123,7 @@ def plot_confusion_matrix(metrics: dict[str, Any], path: str | PathLike[str]) ->
     return _save(fig, path)
 
 
-def plot_roc_curve(
-    y_true: ArrayLike, p_fake: ArrayLike, path: str | PathLike[str], eer: float | None = None
-) -> Path:
+def plot_roc_curve(y_true: ArrayLike, p_fake: ArrayLike, path: str | PathLike[str], eer: float | None = None) -> Path:
     """The ROC curve (fake is positive) with its AUC and the equal-error point.
 
     ``eer`` is the value from ``compute_metrics`` when at hand; otherwise it is computed.
@@ -179,9 +177,7 @@ def plot_precision_recall_curve(y_true: ArrayLike, p_fake: ArrayLike, path: str 
     return _save(fig, path)
 
 
-def plot_score_histogram(
-    y_true: ArrayLike, p_fake: ArrayLike, path: str | PathLike[str], threshold: float
-) -> Path:
+def plot_score_histogram(y_true: ArrayLike, p_fake: ArrayLike, path: str | PathLike[str], threshold: float) -> Path:
     """How ``p_fake`` is spread for each true class, with the decision threshold.
 
     Shows at a glance whether errors are near-misses at the threshold or confident mistakes.

@@ -57,7 +57,11 @@ def _section(name: str, metrics: dict[str, Any]) -> list[str]:
 
     report = metrics.get("classification_report") or {}
     rows = [
-        [cls, *(format_value(scores.get(k)) for k in ("precision", "recall", "f1-score")), _count(scores.get("support"))]
+        [
+            cls,
+            *(format_value(scores.get(k)) for k in ("precision", "recall", "f1-score")),
+            _count(scores.get("support")),
+        ]
         for cls in _CLASS_ROWS
         if isinstance(scores := report.get(cls), dict)
     ]
@@ -83,12 +87,21 @@ def _section(name: str, metrics: dict[str, Any]) -> list[str]:
             "",
         ]
         header = [
-            "group", "n", "label", "accuracy_score", "mean_p_fake", "roc_auc_score",
-            "roc_auc_score_vs_real", "roc_auc_score_vs_fake",
+            "group",
+            "n",
+            "label",
+            "accuracy_score",
+            "mean_p_fake",
+            "roc_auc_score",
+            "roc_auc_score_vs_real",
+            "roc_auc_score_vs_fake",
         ]
         lines += _table(
             header,
-            [[format_value(group), *(format_value(entry.get(k)) for k in header[1:])] for group, entry in per_group.items()],
+            [
+                [format_value(group), *(format_value(entry.get(k)) for k in header[1:])]
+                for group, entry in per_group.items()
+            ],
         )
     return lines
 
@@ -109,9 +122,7 @@ def write_report(
     """
     for i, section in enumerate(sections):
         if not isinstance(section, dict) or "name" not in section or "metrics" not in section:
-            raise InvalidArgumentError(
-                f"sections[{i}] must be a dict with 'name' and 'metrics'; got {section!r:.200}."
-            )
+            raise InvalidArgumentError(f"sections[{i}] must be a dict with 'name' and 'metrics'; got {section!r:.200}.")
     payload = json_ready({"sections": sections, "model": model_summary})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -60,8 +60,12 @@ class FrameResult:
     faces: list[FaceResult] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "time": round(self.time, 3), "p_fake": self.p_fake,
-                "faces": [f.to_dict() for f in self.faces]}
+        return {
+            "index": self.index,
+            "time": round(self.time, 3),
+            "p_fake": self.p_fake,
+            "faces": [f.to_dict() for f in self.faces],
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FrameResult:
@@ -106,8 +110,13 @@ class VideoResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> VideoResult:
-        return cls(**{**d, "tracks": [TrackResult(**t) for t in d["tracks"]],
-                      "timeline": [FrameResult.from_dict(f) for f in d["timeline"]]})
+        return cls(
+            **{
+                **d,
+                "tracks": [TrackResult(**t) for t in d["tracks"]],
+                "timeline": [FrameResult.from_dict(f) for f in d["timeline"]],
+            }
+        )
 
 
 @dataclass
@@ -166,8 +175,13 @@ class Prediction:
     def from_dict(cls, d: dict[str, Any]) -> Prediction:
         """The inverse of :meth:`to_dict` (for clients reading JSON lines or REST responses)."""
         video = d.get("video")
-        return cls(**{**d, "faces": [FaceResult.from_dict(f) for f in d.get("faces", [])],
-                      "video": VideoResult.from_dict(video) if video is not None else None})
+        return cls(
+            **{
+                **d,
+                "faces": [FaceResult.from_dict(f) for f in d.get("faces", [])],
+                "video": VideoResult.from_dict(video) if video is not None else None,
+            }
+        )
 
     def summary(self) -> dict[str, Any]:
         """The flat row for tables and CSV: every scalar field plus the face count."""
@@ -181,8 +195,10 @@ class Prediction:
         return list(cls.failed(None, "").summary())
 
     @classmethod
-    def failed(cls, path: str | None, error: str, seconds: float = 0.0, model: str | None = None,
-               kind: str = "image") -> Prediction:
+    def failed(
+        cls, path: str | None, error: str, seconds: float = 0.0, model: str | None = None, kind: str = "image"
+    ) -> Prediction:
         """The row for an input that could not be read."""
-        return cls(path=path, label=None, p_fake=None, confidence=None, seconds=seconds, model=model, error=error,
-                   kind=kind)
+        return cls(
+            path=path, label=None, p_fake=None, confidence=None, seconds=seconds, model=model, error=error, kind=kind
+        )

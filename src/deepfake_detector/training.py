@@ -35,7 +35,7 @@ from .face_crops import read_crop_spec
 from .faces.crop import CropSpec
 from .media.image import probe_image
 from .metrics import compute_metrics
-from .models import create_model, get_spec, load_init_weights
+from .models import IMAGENET_INITS, create_model, get_spec, load_imagenet_weights, load_init_weights
 from .plots import plot_training_curves
 from .preprocess import Preprocessing
 from .threshold import choose_threshold, is_fake
@@ -44,8 +44,24 @@ EpochCallback = Callable[[int, dict[str, Any]], None]
 _OPTIMIZERS = ("adam", "adamw", "sgd")
 _SCHEDULES = ("cosine", "constant")
 # Changing one of these between an interrupted run and its resume would mix two runs.
-_RESUME_KEYS = ("data", "arch", "epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "augment",
-                "val_dir", "val_fraction", "seed", "pretrained", "init_weights", "crop_margin")
+_RESUME_KEYS = (
+    "data",
+    "arch",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "optimizer",
+    "schedule",
+    "augment",
+    "val_dir",
+    "val_fraction",
+    "seed",
+    "pretrained",
+    "imagenet_init",
+    "init_weights",
+    "crop_margin",
+)
 
 
 @dataclass
@@ -67,6 +83,7 @@ class TrainConfig:
     seed: int = 42
     patience: int = 5
     pretrained: bool = False
+    imagenet_init: bool = False
     init_weights: str | None = None
     workers: int | None = None
     device: str = "auto"
@@ -75,8 +92,15 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """A copy with recipe defaults filled in and every value checked."""
         spec = get_spec(self.arch)
-        recipe = {"batch_size": 32, "lr": 1e-3, "weight_decay": 0.0, "optimizer": "adam",
-                  "schedule": "constant", "augment": "default", **spec.recipe}
+        recipe = {
+            "batch_size": 32,
+            "lr": 1e-3,
+            "weight_decay": 0.0,
+            "optimizer": "adam",
+            "schedule": "constant",
+            "augment": "default",
+            **spec.recipe,
+        }
         values = asdict(self)
         for key, default in recipe.items():
             if values.get(key) is None:
@@ -124,7 +148,10 @@ def _readable(samples: list[Sample], progress: bool) -> list[Sample]:
 def _split(cfg: TrainConfig, progress: bool) -> tuple[list[Sample], list[Sample]]:
     samples = _readable(load_dataset(cfg.data), progress)
     if cfg.val_dir:
-        parts = (("training", cfg.data, samples), ("validation", cfg.val_dir, _readable(load_dataset(cfg.val_dir), progress)))
+        parts = (
+            ("training", cfg.data, samples),
+            ("validation", cfg.val_dir, _readable(load_dataset(cfg.val_dir), progress)),
+        )
     else:
         train_s, val_s = stratified_split(samples, cfg.val_fraction, cfg.seed)
         parts = (("training", cfg.data, train_s), ("validation", cfg.data, val_s))
@@ -209,9 +236,14 @@ def train(
 
     torch.manual_seed(cfg.seed)
     model = create_model(cfg.arch, pretrained=cfg.pretrained)
+    if cfg.imagenet_init:
+        loaded = load_imagenet_weights(model, cfg.arch)
+        _log(f"ImageNet initialisation: {len(loaded)} tensors from {IMAGENET_INITS[cfg.arch]}", progress)
     if cfg.init_weights:
         loaded, skipped = load_init_weights(model, cfg.init_weights)
-        _log(f"Initial weights: {len(loaded)} tensors loaded, {len(skipped)} skipped, from {cfg.init_weights}", progress)
+        _log(
+            f"Initial weights: {len(loaded)} tensors loaded, {len(skipped)} skipped, from {cfg.init_weights}", progress
+        )
     model.to(device)
     optimizer = _make_optimizer(cfg, model)
     pos_weight = torch.tensor([counts["real"] / counts["fake"]], device=device)
@@ -277,12 +309,17 @@ def train(
             scaler.step(optimizer)
             scaler.update()
             total_loss += loss.item() * len(y)
-            total_correct += int((is_fake(p_fake_from_logits(logits.detach().cpu()).numpy(), 0.5) == y.numpy().astype(bool)).sum())
+            total_correct += int(
+                (is_fake(p_fake_from_logits(logits.detach().cpu()).numpy(), 0.5) == y.numpy().astype(bool)).sum()
+            )
             seen += len(y)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}")
         y_val, val_logits, p_val = _score(model, val_loader, device)
-        val_loss = float(nn.functional.binary_cross_entropy_with_logits(
-            torch.from_numpy(val_logits), torch.from_numpy(y_val).float()))
+        val_loss = float(
+            nn.functional.binary_cross_entropy_with_logits(
+                torch.from_numpy(val_logits), torch.from_numpy(y_val).float()
+            )
+        )
         val_auc = compute_metrics(y_val, p_val, 0.5)["roc_auc_score"]
         row = {
             "epoch": epoch + 1,
@@ -303,14 +340,21 @@ def train(
         else:
             bad_epochs += 1
         _log(
-            f"epoch {epoch + 1}/{cfg.epochs}  train_loss {row['train_loss']:.4f}  train_acc {row['train_accuracy']:.3f}  "
+            f"epoch {epoch + 1}/{cfg.epochs}  train_loss {row['train_loss']:.4f}  "
+            f"train_acc {row['train_accuracy']:.3f}  "
             f"val_loss {val_loss:.4f}  val_acc {row['val_accuracy']:.3f}  val_auc "
             f"{'n/a' if val_auc is None else f'{val_auc:.4f}'}  ({row['seconds']:.0f}s){'  *best' if improved else ''}",
             progress,
         )
-        meta = {"config": asdict(cfg), "epoch": epoch + 1, "history": history, "best_score": best_score,
-                "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                "grad_scaler": scaler.state_dict() if amp else None}
+        meta = {
+            "config": asdict(cfg),
+            "epoch": epoch + 1,
+            "history": history,
+            "best_score": best_score,
+            "best_epoch": best_epoch,
+            "bad_epochs": bad_epochs,
+            "grad_scaler": scaler.state_dict() if amp else None,
+        }
         save_checkpoint(out, model, best_state, optimizer, meta)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, row)
@@ -336,7 +380,9 @@ def train(
         name=out.name,
         training={
             "data": str(cfg.data),
-            "val_data": str(cfg.val_dir) if cfg.val_dir else f"stratified {cfg.val_fraction:.0%} of data, seed {cfg.seed}",
+            "val_data": str(cfg.val_dir)
+            if cfg.val_dir
+            else f"stratified {cfg.val_fraction:.0%} of data, seed {cfg.seed}",
             "n_train": len(train_s),
             "n_val": len(val_s),
             "class_counts": counts,

@@ -45,7 +45,14 @@ class AugmentConfig:
 
 
 _PROBABILITIES = ("flip", "crop_p", "color_p", "blur_p", "rescale_p", "jpeg_p")
-_SHORT_NAMES = {"flip": "flip", "crop": "crop_p", "color": "color_p", "blur": "blur_p", "rescale": "rescale_p", "jpeg": "jpeg_p"}
+_SHORT_NAMES = {
+    "flip": "flip",
+    "crop": "crop_p",
+    "color": "color_p",
+    "blur": "blur_p",
+    "rescale": "rescale_p",
+    "jpeg": "jpeg_p",
+}
 NO_AUGMENT = AugmentConfig(**{name: 0.0 for name in _PROBABILITIES})
 
 

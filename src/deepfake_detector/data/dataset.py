@@ -23,6 +23,8 @@ CLASS_TARGETS = {LABEL_REAL: 0, LABEL_FAKE: 1}
 def label_name(target: int) -> str:
     """The class name of an integer target."""
     return LABEL_FAKE if target == 1 else LABEL_REAL
+
+
 _LABEL_ALIASES = {"real": 0, "fake": 1, "0": 0, "1": 1}
 
 
@@ -100,7 +102,9 @@ def read_manifest(csv_path: str | Path) -> list[Sample]:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"{csv_path}: unreadable manifest ({exc}).") from exc
     if not rows or not {"path", "label"} <= set(rows[0]):
-        raise DatasetError(f"{csv_path}: a manifest needs a header with columns 'path' and 'label' and at least one row.")
+        raise DatasetError(
+            f"{csv_path}: a manifest needs a header with columns 'path' and 'label' and at least one row."
+        )
     samples = []
     for line, row in enumerate(rows, start=2):
         label = (row.get("label") or "").strip().lower()

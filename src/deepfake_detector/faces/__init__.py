@@ -14,8 +14,8 @@ import inspect
 import warnings
 from typing import Any
 
-from ..errors import DeepfakeDetectorError, InvalidArgumentError, UnknownModelError
-from .base import FaceBox, FaceDetector, MissingDependencyError
+from ..errors import DeepfakeDetectorError, InvalidArgumentError, MissingDependencyError, UnknownModelError
+from .base import FaceBox, FaceDetector
 from .crop import CropSpec, crop_box, crop_face
 from .haar import HaarDetector
 from .mtcnn import MTCNNDetector

@@ -14,19 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
-from ..errors import DeepfakeDetectorError, InvalidArgumentError
-
-
-class MissingDependencyError(DeepfakeDetectorError, ImportError):
-    """An optional package a backend needs is not installed; ``install`` is the line that fixes it."""
-
-    def __init__(self, what: str, package: str, install: str, cause: BaseException) -> None:
-        self.package = package
-        self.install = install
-        super().__init__(
-            f"{what} needs the {package} package, which cannot be imported ({cause}). "
-            f"Install it with: {install}"
-        )
+from ..errors import InvalidArgumentError
 
 
 @dataclass(frozen=True)

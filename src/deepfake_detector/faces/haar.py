@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidArgumentError
-from .base import FaceBox, MissingDependencyError, check_image, check_positive_int, finish, shrink
+from ..errors import InvalidArgumentError, MissingDependencyError
+from .base import FaceBox, check_image, check_positive_int, finish, shrink
 
 INSTALL_LINE = 'pip install "opencv-python-headless<5"'
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
@@ -68,7 +68,7 @@ class HaarDetector:
     ) -> None:
         if device not in ("cpu", "auto"):
             raise InvalidArgumentError(f"The 'haar' face detector runs on the CPU only; got device={device!r}.")
-        if isinstance(scale_factor, bool) or not isinstance(scale_factor, numbers.Real) or not 1.0 < scale_factor <= 2.0:
+        if not isinstance(scale_factor, numbers.Real) or isinstance(scale_factor, bool) or not 1 < scale_factor <= 2:
             raise InvalidArgumentError(f"scale_factor must be a number in (1, 2]; got {scale_factor!r}.")
         self.scale_factor = float(scale_factor)
         self.min_neighbors = check_positive_int("min_neighbors", min_neighbors, 0)
@@ -79,7 +79,9 @@ class HaarDetector:
         self._cascade = self._cv2.CascadeClassifier(path)
         if self._cascade.empty():
             raise MissingDependencyError(
-                "The 'haar' face detector", "opencv-python-headless", INSTALL_LINE,
+                "The 'haar' face detector",
+                "opencv-python-headless",
+                INSTALL_LINE,
                 FileNotFoundError(f"cascade file {path} is missing or unreadable"),
             )
         self._lock = threading.Lock()

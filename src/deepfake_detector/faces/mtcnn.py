@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidArgumentError
-from .base import FaceBox, MissingDependencyError, check_image, check_positive_int, finish, shrink
+from ..errors import InvalidArgumentError, MissingDependencyError
+from .base import FaceBox, check_image, check_positive_int, finish, shrink
 
 INSTALL_LINE = "pip install --no-deps facenet-pytorch==2.6.0"
 DEFAULT_THRESHOLDS: tuple[float, float, float] = (0.6, 0.7, 0.7)
@@ -77,12 +77,8 @@ class MTCNNDetector:
         # MTCNN's image pyramid starts at min_face_size; a smaller image has no level to search.
         if min(small.shape[:2]) < self.min_face_size:
             return []
-        # facenet-pytorch views an HxWx3 input as NCHW with channel-last strides, and torch's
-        # area resize, run on every candidate crop, is about 30 times slower on CPU for such
-        # a view. Handing it HxWx3 over channel-planar memory makes that view contiguous.
-        planar = torch.from_numpy(np.ascontiguousarray(small.transpose(2, 0, 1))).permute(1, 2, 0)
         with self._lock, torch.inference_mode():
-            boxes, probs, points = self._model.detect(planar, landmarks=True)
+            boxes, probs, points = self._model.detect(np.ascontiguousarray(small), landmarks=True)
         if boxes is None:
             return []
         raw = [

@@ -29,9 +29,7 @@ from ..errors import (
     UnsupportedMediaError,
 )
 
-IMAGE_SUFFIXES: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-)
+IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 DEFAULT_MAX_PIXELS: int = 100_000_000
 
 # Only these Pillow plugins may identify a file: the formats we promise, and no plugin that
@@ -168,9 +166,7 @@ def _check_background(background: tuple[int, int, int]) -> None:
         or len(background) != 3
         or not all(_is_int(v) and 0 <= v <= 255 for v in background)
     ):
-        raise InvalidArgumentError(
-            f"background must be a tuple of three integers from 0 to 255; got {background!r}."
-        )
+        raise InvalidArgumentError(f"background must be a tuple of three integers from 0 to 255; got {background!r}.")
 
 
 def _is_int(value: object) -> bool:
@@ -185,8 +181,7 @@ def _check_size(label: str, width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise MediaTooLargeError(
             label,
-            f"image is {width}x{height} ({width * height:,} pixels), "
-            f"over the limit of {max_pixels:,} pixels",
+            f"image is {width}x{height} ({width * height:,} pixels), over the limit of {max_pixels:,} pixels",
         )
 
 
@@ -204,9 +199,7 @@ def _pillow_errors(label: str) -> Iterator[None]:
         except MediaError:
             raise
         except UnidentifiedImageError as exc:
-            raise UnsupportedMediaError(
-                label, f"not an image in a supported format ({_FORMAT_NAMES})"
-            ) from exc
+            raise UnsupportedMediaError(label, f"not an image in a supported format ({_FORMAT_NAMES})") from exc
         except Image.DecompressionBombError as exc:
             raise MediaTooLargeError(
                 label, f"image is too large for Pillow's decompression-bomb guard ({exc})"
@@ -240,14 +233,10 @@ def _decoded(picture: Image.Image, label: str, max_pixels: int) -> Image.Image:
     return oriented
 
 
-def _pil_to_rgb(
-    picture: Image.Image, label: str, background: tuple[int, int, int]
-) -> np.ndarray:
+def _pil_to_rgb(picture: Image.Image, label: str, background: tuple[int, int, int]) -> np.ndarray:
     """Convert a decoded image of any pixel mode to an ``HxWx3`` uint8 RGB array."""
     mode = picture.mode
-    if mode in _ALPHA_MODES or (
-        mode in _KEYED_TRANSPARENCY_MODES and "transparency" in picture.info
-    ):
+    if mode in _ALPHA_MODES or (mode in _KEYED_TRANSPARENCY_MODES and "transparency" in picture.info):
         return _composite(picture.convert("RGBA"), background)
     if mode in _SIXTEEN_BIT_MODES:
         # "I" may hold anything a 32-bit integer can; values outside 0..65535 are clipped.
@@ -258,9 +247,7 @@ def _pil_to_rgb(
     try:
         rgb = picture.convert("RGB")
     except ValueError as exc:
-        raise UnsupportedMediaError(
-            label, f"pixel mode {mode!r} cannot be converted to RGB"
-        ) from exc
+        raise UnsupportedMediaError(label, f"pixel mode {mode!r} cannot be converted to RGB") from exc
     return np.array(rgb, dtype=np.uint8, order="C")
 
 
@@ -298,8 +285,7 @@ def _array_to_rgb(
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
         raise UnsupportedMediaError(
             label,
-            f"array of shape {array.shape} is not an image; "
-            "expected HxW, HxWx1, HxWx3 (RGB) or HxWx4 (RGBA)",
+            f"array of shape {array.shape} is not an image; expected HxW, HxWx1, HxWx3 (RGB) or HxWx4 (RGBA)",
         )
     if array.size == 0:
         raise UnsupportedMediaError(label, f"array of shape {array.shape} has no pixels")
@@ -317,8 +303,7 @@ def _array_to_rgb(
     else:
         raise UnsupportedMediaError(
             label,
-            f"array dtype {array.dtype} is not supported; "
-            "use uint8, uint16, bool or float in [0, 1]",
+            f"array dtype {array.dtype} is not supported; use uint8, uint16, bool or float in [0, 1]",
         )
 
     if pixels.ndim == 2:

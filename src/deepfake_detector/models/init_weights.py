@@ -30,9 +30,7 @@ def load_init_weights(model: nn.Module, path: str | Path) -> tuple[list[str], li
     usable = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
     skipped = sorted(set(tensors) - set(usable))
     if not usable:
-        raise BundleError(
-            f"{path}: none of its {len(tensors)} tensors match this architecture by name and shape."
-        )
+        raise BundleError(f"{path}: none of its {len(tensors)} tensors match this architecture by name and shape.")
     with torch.no_grad():
         for k, v in usable.items():
             own[k].copy_(v)

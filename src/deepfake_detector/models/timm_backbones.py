@@ -19,12 +19,36 @@ from .registry import IMAGENET_MEAN, IMAGENET_STD, register_model
 _SCRATCH_RECIPE = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05, "augment": "default", "batch_size": 32}
 
 # our name -> (timm name, input size, Grad-CAM layer, description)
-TIMM_BACKBONES: dict[str, tuple[str, int, str, str]] = {
-    "resnet18": ("resnet18", 224, "layer4", "ResNet-18 (timm), 224 px."),
-    "efficientnet_b0": ("efficientnet_b0", 224, "bn2", "EfficientNet-B0 (timm), 224 px."),
-    "efficientnet_lite0": ("efficientnet_lite0", 224, "bn2", "EfficientNet-Lite0 (timm), 224 px."),
-    "mobilenetv2_100": ("mobilenetv2_100", 224, "bn2", "MobileNetV2 1.0 (timm), 224 px."),
-    "xception": ("legacy_xception", 299, "act4", "Xception as in FaceForensics++ (timm legacy_xception), 299 px."),
+_INCEPTION = (0.5, 0.5, 0.5)  # inputs in [-1, 1], as TensorFlow's edge models were trained
+
+# our name -> (timm name, input size, Grad-CAM layer, normalisation mean and std, description)
+TIMM_BACKBONES: dict[str, tuple[str, int, str, tuple[float, float, float], tuple[float, float, float], str]] = {
+    "resnet18": ("resnet18", 224, "layer4", IMAGENET_MEAN, IMAGENET_STD, "ResNet-18 (timm), 224 px."),
+    "efficientnet_b0": ("efficientnet_b0", 224, "bn2", IMAGENET_MEAN, IMAGENET_STD, "EfficientNet-B0 (timm), 224 px."),
+    "efficientnet_lite0": (
+        "tf_efficientnet_lite0",
+        224,
+        "bn2",
+        _INCEPTION,
+        _INCEPTION,
+        "EfficientNet-Lite0 (timm, TensorFlow padding), 224 px; --imagenet-init offline.",
+    ),
+    "mobilenetv2_100": (
+        "mobilenetv2_100",
+        224,
+        "bn2",
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        "MobileNetV2 1.0 (timm), 224 px; --imagenet-init offline.",
+    ),
+    "xception": (
+        "legacy_xception",
+        299,
+        "act4",
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        "Xception as in FaceForensics++ (timm legacy_xception), 299 px.",
+    ),
 }
 
 
@@ -67,12 +91,12 @@ def _timm_builder(timm_name: str):
     return build
 
 
-for _name, (_timm_name, _size, _layer, _description) in TIMM_BACKBONES.items():
+for _name, (_timm_name, _size, _layer, _mean, _std, _description) in TIMM_BACKBONES.items():
     register_model(
         _name,
         input_size=_size,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
+        mean=_mean,
+        std=_std,
         explain_layer=_layer,
         description=_description,
         recipe=_SCRATCH_RECIPE,
