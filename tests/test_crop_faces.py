@@ -13,7 +13,7 @@ from PIL import Image
 from deepfake_detector import Detector
 from deepfake_detector.bundle import CONFIG_FILE
 from deepfake_detector.cli import main
-from deepfake_detector.face_crops import CROP_FILE, face_crops, read_crop_spec
+from deepfake_detector.face_crops import CROP_FILE, face_crops, read_crop_record
 from deepfake_detector.faces import create_face_detector
 from deepfake_detector.faces.crop import CropSpec
 from deepfake_detector.media.image import load_image
@@ -56,16 +56,16 @@ def test_crop_faces_keeps_layout_and_matches_prediction_crops(
     real = sorted(p.name for p in (dst / "real").iterdir())
     fake = sorted(p.name for p in (dst / "fake" / "Swap").iterdir())
     assert len(real) >= 2 and all("_face" in n for n in real) and not any(n.startswith("wall") for n in real)
-    assert any(n.startswith("clip_frame0_face") for n in fake) and any(n.startswith("clip_frame") for n in fake)
+    assert any(n.startswith("clip.mp4_frame0_face") for n in fake)
     record = json.loads((dst / CROP_FILE).read_text())
     assert record["crop"] == {"margin": 0.25, "square": True}
-    assert read_crop_spec(dst) == CropSpec(margin=0.25)
+    assert read_crop_record(dst) == (CropSpec(margin=0.25), "mtcnn")
 
     # The crop written for a photo is the crop prediction makes of it.
     portrait = sorted((media_tree / "real").glob("*.jpg"))[0]
     image = load_image(portrait)
     expected = face_crops(image, create_face_detector("auto"), CropSpec(margin=0.25), 32)[0][1]
-    written = np.asarray(Image.open(dst / "real" / f"{portrait.stem}_face0.png"))
+    written = np.asarray(Image.open(dst / "real" / f"{portrait.name}_face0.png"))
     assert written.shape == expected.shape and np.array_equal(written, expected)
 
 
@@ -95,6 +95,7 @@ def test_training_on_crops_records_the_crop(media_tree: Path, tmp_path: Path, sy
     )
     config = json.loads((bundle / CONFIG_FILE).read_text())
     assert config["preprocessing"]["crop"] == {"margin": 0.4, "square": True}
+    assert config["preprocessing"]["face_detector"] == "mtcnn"
     det = Detector.load(bundle)
     assert det.uses_faces("auto")
     pred = det.predict(sorted((media_tree / "real").glob("*.jpg"))[0])

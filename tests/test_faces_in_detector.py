@@ -20,10 +20,10 @@ from deepfake_detector.bundle import CONFIG_FILE
 from deepfake_detector.cli import main
 from deepfake_detector.data.synthetic import synthetic_image
 from deepfake_detector.errors import InvalidArgumentError
-from deepfake_detector.faces.base import FaceBox
+from deepfake_detector.faces.base import FaceBox, box_iou
 from deepfake_detector.faces.crop import CropSpec, crop_face
 from deepfake_detector.media.video import FrameSampling
-from deepfake_detector.tracking import FaceTracker, box_iou
+from deepfake_detector.tracking import FaceTracker
 from deepfake_detector.verdict import aggregate_faces, track_score, video_score
 
 

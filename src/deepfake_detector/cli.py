@@ -73,11 +73,10 @@ def _add_face_options(p: argparse.ArgumentParser, with_mode: bool = True) -> Non
             help="judge face crops (auto: when the model was trained on face crops), whole images (off), "
             "or faces only, never the whole image (only)",
         )
-    p.add_argument("--face-detector", default="auto", help="auto, mtcnn or haar")
+    p.add_argument("--face-detector", default="auto", choices=["auto", "mtcnn", "haar"], help="default: auto")
     p.add_argument(
         "--min-face",
         type=_positive_int,
-        default=32,
         help="faces smaller than this many pixels are reported as too small to judge (default 32)",
     )
 
@@ -89,6 +88,11 @@ def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--max-frames", type=_positive_int, metavar="K", help="video: at most K frames spread evenly (default: 32)"
     )
+
+
+def _min_face(args: argparse.Namespace) -> dict[str, int]:
+    """``--min-face`` when given; otherwise the core's default applies."""
+    return {} if args.min_face is None else {"min_face": args.min_face}
 
 
 def _sampling(args: argparse.Namespace) -> Any:
@@ -168,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="bundle folder")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--launder", action="store_true", help="also score a copy shrunk to 512 px and re-saved as JPEG q80")
+    p.add_argument(
+        "--faces",
+        choices=["auto", "off", "only"],
+        default="auto",
+        help="as in predict; use 'off' to score a folder of face crops (from crop-faces) as they are",
+    )
     p.add_argument("--threshold", type=_probability, help="override the bundle's threshold")
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--workers", type=_positive_int)
@@ -249,11 +259,7 @@ class _Writer:
             label = pred.label or "-"
             p = "-" if pred.p_fake is None else f"{pred.p_fake:.4f}"
             conf = "-" if pred.confidence is None else f"{pred.confidence:.4f}"
-            n_faces = (
-                len(pred.faces)
-                if pred.kind == "image"
-                else len({f.track for frame in (pred.video.timeline if pred.video else []) for f in frame.faces})
-            )
+            n_faces = pred.summary()["n_faces"]
             note = pred.error or pred.note or ""
             if pred.kind == "video" and pred.video is not None:
                 note = f"video, {pred.video.frames_sampled} frames" + (f"; {note}" if note else "")
@@ -304,7 +310,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .media.files import expand_inputs
 
     sampling = _sampling(args)
-    detector = Detector.load(args.model, face_detector=args.face_detector, min_face=args.min_face)
+    detector = Detector.load(args.model, face_detector=args.face_detector, **_min_face(args))
     paths = expand_inputs(args.inputs)
     if not paths:
         print("error: no images or videos found in the given inputs.", file=sys.stderr)
@@ -380,8 +386,8 @@ def _cmd_crop_faces(args: argparse.Namespace) -> int:
         CropSpec(margin=args.margin, square=not args.no_square),
         sampling=_sampling(args),
         face_detector=args.face_detector,
-        min_face=args.min_face,
         image_format=args.format,
+        **_min_face(args),
         progress=not args.quiet,
     )
     print(
@@ -435,6 +441,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         progress=not args.quiet,
+        faces=args.faces,
     )
     for section in result["sections"]:
         m = section["metrics"]

@@ -12,7 +12,6 @@ order. A bad input becomes a failed Prediction naming the reason; the rest go on
 
 from __future__ import annotations
 
-import heapq
 import os
 import threading
 import time
@@ -30,11 +29,11 @@ from torch import nn
 from .bundle import BundleConfig, load_bundle
 from .devices import pick_device
 from .errors import DeepfakeDetectorError, InvalidArgumentError
-from .face_crops import face_crops
+from .face_crops import MIN_FACE, face_crops
 from .faces.base import FaceDetector
 from .faces.crop import CropSpec
 from .media.image import load_image
-from .media.video import FrameSampling, is_video_path, iter_frames, probe_video
+from .media.video import FrameSampling, is_video_path
 from .results import (
     FACE_SCORED,
     FACE_TOO_SMALL,
@@ -43,24 +42,18 @@ from .results import (
     SCORED_WHOLE_IMAGE,
     Artifacts,
     FaceResult,
-    FrameResult,
     Prediction,
-    TrackResult,
-    VideoResult,
 )
 from .threshold import confidence_for, label_for
-from .tracking import FaceTracker
-from .verdict import VIDEO_RULE, aggregate_faces, check_aggregate, track_score, video_score
+from .verdict import aggregate_faces, check_aggregate
+from .video_judge import VideoProgress, judge_video
 
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 Loader = Callable[[Any], np.ndarray]
 CropSink = Callable[[str | None, str, np.ndarray], None]
-VideoProgress = Callable[[str, int, int | None], None]
 
 FACE_MODES = ("auto", "off", "only")
-MIN_FACE = 32
-SUSPICIOUS_FRAMES = 3
-WHOLE_FRAME_TRACK = -1
+MAX_MODEL_BATCH = 64  # inputs per forward pass, however many faces one picture holds
 
 
 def source_name(source: Any) -> str | None:
@@ -78,6 +71,7 @@ class _Analysed:
     faces: list[FaceResult] = field(default_factory=list)
     scored_on: str = SCORED_WHOLE_IMAGE
     note: str | None = None
+    crops: list[tuple[str, np.ndarray]] = field(default_factory=list)  # kept only for an on_crop sink
 
 
 @dataclass
@@ -138,6 +132,8 @@ class Detector:
     ) -> Detector:
         """Load a bundle folder (``config.json`` + ``model.safetensors``)."""
         config, model = load_bundle(bundle_dir)
+        if face_detector == "auto" and config.preprocessing.face_detector:
+            face_detector = config.preprocessing.face_detector  # the detector the training crops came from
         return cls(
             config,
             model,
@@ -176,6 +172,8 @@ class Detector:
             raise InvalidArgumentError(f"The 'threshold' parameter must be a float in [0, 1]; got {threshold!r}.")
         if faces not in FACE_MODES:
             raise InvalidArgumentError(f"The 'faces' parameter must be one of {FACE_MODES}; got {faces!r}.")
+        if self.uses_faces(faces):
+            self.face_detector  # noqa: B018 - build it now: a bad name or missing package fails once, here
         return Options(float(threshold), faces, check_aggregate(aggregate), keep_media, on_crop)
 
     # ------------------------------------------------------------------ scoring
@@ -186,13 +184,14 @@ class Detector:
 
     @torch.inference_mode()
     def _p_fake(self, inputs: list[np.ndarray]) -> np.ndarray:
-        """``p_fake`` for preprocessed ``3xSxS`` arrays, as one batch."""
-        if not inputs:
-            return np.zeros(0)
-        logits = self.model(torch.from_numpy(np.stack(inputs)).to(self.device))
-        return self.config.p_fake_from_logits(logits).cpu().numpy().astype(np.float64)
+        """``p_fake`` for preprocessed ``3xSxS`` arrays, in forward passes of at most MAX_MODEL_BATCH."""
+        scores = [np.zeros(0)]
+        for start in range(0, len(inputs), MAX_MODEL_BATCH):
+            x = torch.from_numpy(np.stack(inputs[start : start + MAX_MODEL_BATCH])).to(self.device)
+            scores.append(self.config.p_fake_from_logits(self.model(x)).cpu().numpy().astype(np.float64))
+        return np.concatenate(scores)
 
-    def _analyse(self, image: np.ndarray, opts: Options, name: str | None, prefix: str = "") -> _Analysed:
+    def _analyse(self, image: np.ndarray, opts: Options, prefix: str = "") -> _Analysed:
         """Find and crop the faces of one image (or take it whole) and preprocess the model inputs."""
         if not self.uses_faces(opts.faces):
             return _Analysed(inputs=[self.preprocessing(image)])
@@ -205,7 +204,7 @@ class Detector:
             else:
                 out.inputs.append(self.preprocessing(crop))
                 if opts.on_crop is not None:
-                    opts.on_crop(name, f"{prefix}face{i}", crop)
+                    out.crops.append((f"{prefix}face{i}", crop))
             out.faces.append(result)
         if not out.faces:
             if opts.faces == "only":
@@ -216,8 +215,15 @@ class Detector:
             out.note = f"{len(out.faces)} face(s) found, all under {self.min_face} px: too small to judge"
         return out
 
-    def _apply_scores(self, analysed: _Analysed, scores: np.ndarray, opts: Options) -> float | None:
-        """Write face scores into the faces and return the image's p_fake (None if nothing was judged)."""
+    def _apply_scores(
+        self, analysed: _Analysed, scores: np.ndarray, opts: Options, name: str | None = None
+    ) -> float | None:
+        """Write face scores into the faces, hand the scored crops to ``on_crop`` (on the
+        calling thread), and return the image's p_fake (None if nothing was judged)."""
+        if opts.on_crop is not None:
+            for crop_name, crop in analysed.crops:
+                opts.on_crop(name, crop_name, crop)
+            analysed.crops.clear()
         if analysed.scored_on == SCORED_WHOLE_IMAGE:
             return float(scores[0])
         if analysed.scored_on == SCORED_NOTHING:
@@ -260,11 +266,11 @@ class Detector:
         """
         opts = self._options(threshold, faces, aggregate, keep_media, None)
         if _is_video(source):
-            return self._video(str(source), opts, sampling or FrameSampling(), batch_size=32, progress=None)
+            return judge_video(self, str(source), opts, sampling or FrameSampling(), batch_size=32, progress=None)
         started = time.perf_counter()
         image = load_image(source)
-        analysed = self._analyse(image, opts, source_name(source))
-        p = self._apply_scores(analysed, self._p_fake(analysed.inputs), opts)
+        analysed = self._analyse(image, opts)
+        p = self._apply_scores(analysed, self._p_fake(analysed.inputs), opts, source_name(source))
         return self._image_prediction(_Item(source, analysed, None, 0.0, image), p, time.perf_counter() - started, opts)
 
     def _image_prediction(self, item: _Item, p: float | None, seconds: float, opts: Options) -> Prediction:
@@ -286,7 +292,7 @@ class Detector:
         started = time.perf_counter()
         try:
             image = loader(source)
-            analysed = self._analyse(image, opts, source_name(source))
+            analysed = self._analyse(image, opts)
             return _Item(source, analysed, None, time.perf_counter() - started, image if opts.keep_media else None)
         except DeepfakeDetectorError as exc:
             return _Item(source, None, str(exc), time.perf_counter() - started)
@@ -397,7 +403,7 @@ class Detector:
                 )
                 continue
             n = len(item.analysed.inputs)
-            p = self._apply_scores(item.analysed, scores[offset : offset + n], opts)
+            p = self._apply_scores(item.analysed, scores[offset : offset + n], opts, source_name(item.source))
             offset += n
             yield self._image_prediction(item, p, item.seconds + per_input * n, opts)
 
@@ -408,7 +414,7 @@ class Detector:
     ) -> Prediction:
         started = time.perf_counter()
         try:
-            return self._video(path, opts, sampling, batch_size, progress)
+            return judge_video(self, path, opts, sampling, batch_size, progress)
         except DeepfakeDetectorError as exc:
             return Prediction.failed(path, str(exc), time.perf_counter() - started, self.name, kind="video")
         except Exception as exc:  # noqa: BLE001 - a folder run must go on past any bad file
@@ -419,89 +425,6 @@ class Detector:
                 self.name,
                 kind="video",
             )
-
-    def _video(
-        self, path: str, opts: Options, sampling: FrameSampling, batch_size: int, progress: VideoProgress | None
-    ) -> Prediction:
-        """Stream a video's sampled frames through faces, tracks and the model; judge it on its tracks."""
-        started = time.perf_counter()
-        info = probe_video(path)
-        expected = _expected_frames(info.frame_count, info.fps, sampling)
-        tracker = FaceTracker()
-        timeline: list[FrameResult] = []
-        buffer: list[tuple[FrameResult, _Analysed, np.ndarray | None]] = []
-        suspicious: list[tuple[float, int, np.ndarray, list[FaceResult]]] = []
-
-        def flush() -> None:
-            scores = self._p_fake([x for _, analysed, _ in buffer for x in analysed.inputs])
-            offset = 0
-            for frame, analysed, image in buffer:
-                n = len(analysed.inputs)
-                frame.p_fake = self._apply_scores(analysed, scores[offset : offset + n], opts)
-                offset += n
-                if image is not None and frame.p_fake is not None:
-                    entry = (frame.p_fake, frame.index, image, frame.faces)
-                    if len(suspicious) < SUSPICIOUS_FRAMES:
-                        heapq.heappush(suspicious, entry)
-                    else:
-                        heapq.heappushpop(suspicious, entry)
-            buffer.clear()
-
-        for n_done, frame in enumerate(iter_frames(path, sampling), start=1):
-            analysed = self._analyse(frame.image, opts, path, prefix=f"frame{frame.index}_")
-            if analysed.faces:
-                for face, track in zip(analysed.faces, tracker.update([f.box for f in analysed.faces])):
-                    face.track = track
-            result = FrameResult(frame.index, frame.time, None, analysed.faces)
-            timeline.append(result)
-            buffer.append((result, analysed, frame.image if opts.keep_media else None))
-            if sum(len(a.inputs) for _, a, _ in buffer) >= batch_size:
-                flush()
-            if progress is not None:
-                progress(path, n_done, expected)
-        flush()
-
-        tracks = _tracks(timeline, opts.threshold)
-        face_tracks = [t for t in tracks if t.track != WHOLE_FRAME_TRACK]
-        deciding = face_tracks or tracks
-        p = video_score([t.p_fake for t in deciding if t.p_fake is not None]) if deciding else None
-        if not timeline:
-            scored_on, note = SCORED_NOTHING, "no frame could be sampled"
-        elif face_tracks:
-            scored_on, note = SCORED_FACES, None
-        elif tracks:
-            scored_on = SCORED_WHOLE_IMAGE
-            note = "no face found; whole frames were scored" if self.uses_faces(opts.faces) else None
-        else:
-            scored_on = SCORED_NOTHING
-            note = "no face found" if opts.faces == "only" else "faces found were too small to judge"
-        video = VideoResult(
-            fps=info.fps,
-            duration=info.duration,
-            frames_sampled=len(timeline),
-            width=info.width,
-            height=info.height,
-            rotation=info.rotation,
-            sampling=sampling.to_dict(),
-            rule=VIDEO_RULE,
-            tracks=tracks,
-            timeline=timeline,
-        )
-        artifacts = None
-        if opts.keep_media:
-            ranked = sorted(suspicious, key=lambda e: (-e[0], e[1]))
-            artifacts = Artifacts(images=[(f"frame{index}", image, faces) for _, index, image, faces in ranked])
-        return self._prediction(
-            path,
-            p,
-            time.perf_counter() - started,
-            opts,
-            kind="video",
-            scored_on=scored_on,
-            note=note,
-            video=video,
-            artifacts=artifacts,
-        )
 
     def summary(self) -> dict[str, Any]:
         """A flat description for reports and the ``About`` panels of front ends."""
@@ -521,43 +444,3 @@ class Detector:
 
 def _is_video(source: Any) -> bool:
     return isinstance(source, (str, os.PathLike)) and is_video_path(source)
-
-
-def _expected_frames(frame_count: int | None, fps: float, sampling: FrameSampling) -> int | None:
-    """How many frames sampling will give, for progress bars (None when unknown)."""
-    if frame_count is None:
-        return sampling.max_frames
-    if sampling.max_frames is not None:
-        return min(sampling.max_frames, frame_count)
-    if sampling.every_n is not None:
-        return -(-frame_count // sampling.every_n)
-    if sampling.per_second is not None and fps > 0:
-        return max(1, int(frame_count / fps * sampling.per_second))
-    return None
-
-
-def _tracks(timeline: list[FrameResult], threshold: float) -> list[TrackResult]:
-    """Per-track scores from the timeline; frames judged whole form track -1."""
-    scores: dict[int, list[tuple[float, float]]] = {}
-    for frame in timeline:
-        scored = [f for f in frame.faces if f.p_fake is not None]
-        if scored:
-            for face in scored:
-                scores.setdefault(face.track if face.track is not None else 0, []).append((frame.time, face.p_fake))
-        elif frame.p_fake is not None:
-            scores.setdefault(WHOLE_FRAME_TRACK, []).append((frame.time, frame.p_fake))
-    tracks = []
-    for track_id in sorted(scores):
-        times, values = zip(*scores[track_id])
-        p = track_score(values)
-        tracks.append(
-            TrackResult(
-                track=track_id,
-                n_frames=len(values),
-                p_fake=p,
-                label=label_for(p, threshold),
-                first_time=float(min(times)),
-                last_time=float(max(times)),
-            )
-        )
-    return tracks

@@ -46,20 +46,27 @@ def score_samples(
     workers: int | None = None,
     progress: bool = True,
     desc: str = "scoring",
+    faces: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    """``(y_true, p_fake, groups, errors)`` over the samples that could be scored."""
+    """``(y_true, p_fake, groups, errors)`` over the samples that got a verdict.
+
+    ``errors`` lists why the others got none: unreadable files, and inputs with nothing
+    to judge (for example only faces too small), each as ``"<path>: <reason>"``.
+    """
     loader = _laundered if launder else load_image
     y, p, groups, errors = [], [], [], []
-    results = detector.predict_many((s.path for s in samples), batch_size=batch_size, workers=workers, loader=loader)
+    results = detector.predict_many(
+        (s.path for s in samples), batch_size=batch_size, workers=workers, loader=loader, faces=faces
+    )
     for sample, pred in tqdm(
         zip(samples, results), total=len(samples), desc=desc, disable=not progress, file=sys.stderr, leave=False
     ):
-        if pred.ok:
+        if pred.ok and pred.p_fake is not None:
             y.append(sample.target)
             p.append(pred.p_fake)
             groups.append(sample.group)
         else:
-            errors.append(pred.error or "")
+            errors.append(pred.error or f"{sample.path}: no verdict ({pred.note})")
     return np.asarray(y, int), np.asarray(p, float), groups, errors
 
 
@@ -73,8 +80,12 @@ def evaluate(
     batch_size: int = 32,
     workers: int | None = None,
     progress: bool = True,
+    faces: str = "auto",
 ) -> dict[str, Any]:
     """Score ``data`` with ``model`` and write metrics, plots and ``report.md`` to ``out_dir``.
+
+    ``faces`` is the Detector's face mode: for a face-crop bundle evaluated on a folder of
+    crops made by ``crop-faces``, ``"off"`` scores each crop as it is, as validation did.
 
     Returns ``{"sections": [...], "model": {...}, "report": path}``; each section holds the
     metrics of one variant of the data ("as-is", and "laundered" when asked).
@@ -93,7 +104,14 @@ def evaluate(
         plots["Training loss and accuracy"] = plot_training_curves(history, out / "training_curves.png").name
     for name, do_launder in variants:
         y, p, groups, errors = score_samples(
-            detector, samples, launder=do_launder, batch_size=batch_size, workers=workers, progress=progress, desc=name
+            detector,
+            samples,
+            launder=do_launder,
+            batch_size=batch_size,
+            workers=workers,
+            progress=progress,
+            desc=name,
+            faces=faces,
         )
         for message in errors:
             print(f"warning: not scored: {message}", file=sys.stderr)

@@ -26,6 +26,7 @@ from .media.image import load_image
 from .media.video import FrameSampling, is_video_path, iter_frames
 
 CROP_FILE = "crop.json"
+MIN_FACE = 32  # pixels: a smaller face is reported as too small to judge, never guessed
 
 
 def face_crops(
@@ -37,15 +38,16 @@ def face_crops(
     ]
 
 
-def read_crop_spec(data: str | Path) -> CropSpec | None:
-    """The crop recorded by ``crop-faces`` in a data folder, or ``None`` when there is none."""
+def read_crop_record(data: str | Path) -> tuple[CropSpec, str | None] | None:
+    """The crop (and face detector) recorded by ``crop-faces`` in a data folder, or ``None``."""
     path = Path(data)
     path = (path.parent if path.suffix.lower() == ".csv" else path) / CROP_FILE
     if not path.is_file():
         return None
     try:
-        return CropSpec.from_dict(json.loads(path.read_text())["crop"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        record = json.loads(path.read_text())
+        return CropSpec.from_dict(record["crop"]), record.get("face_detector")
+    except (OSError, ValueError, KeyError, TypeError, DeepfakeDetectorError) as exc:
         raise InvalidArgumentError(f"{path}: unreadable crop record ({exc}).") from exc
 
 
@@ -64,15 +66,17 @@ def crop_faces_dataset(
     *,
     sampling: FrameSampling | None = None,
     face_detector: str | FaceDetector = "auto",
-    min_face: int = 32,
+    min_face: int = MIN_FACE,
     image_format: str = "png",
     progress: bool = True,
 ) -> CropReport:
     """Write the face crops of every image and sampled video frame below ``src`` to ``dst``.
 
     The real/fake/group layout is kept (``fake/Deepfakes/x.mp4`` gives
-    ``fake/Deepfakes/x_frame12_face0.png``). Files that fail are reported on stderr and
-    counted; the run goes on.
+    ``fake/Deepfakes/x.mp4_frame12_face0.png``; the suffix stays in the name so ``x.jpg``
+    and ``x.png`` do not collide). ``crop.json`` is written first, so an interrupted run
+    still says how its crops were made. A file that fails (a video damaged half-way
+    included) gives no crops; it is reported on stderr and counted, and the run goes on.
     """
     from .faces import create_face_detector
 
@@ -84,32 +88,6 @@ def crop_faces_dataset(
     samples = scan_folder(src, videos=True)
     report = CropReport()
     dst.mkdir(parents=True, exist_ok=True)
-
-    def save(image: np.ndarray, rel: Path, suffix: str) -> int:
-        saved = 0
-        for i, (_, crop) in enumerate(face_crops(image, detector, spec, min_face)):
-            if crop is None:
-                continue
-            out = dst / rel.parent / f"{rel.stem}{suffix}_face{i}.{image_format}"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(crop).save(out, **({"quality": 95} if image_format == "jpg" else {}))
-            saved += 1
-        return saved
-
-    for sample in tqdm(samples, desc="crop-faces", unit="file", disable=not progress, file=sys.stderr):
-        rel = sample.path.relative_to(src)
-        report.files += 1
-        try:
-            if is_video_path(sample.path):
-                n = sum(save(frame.image, rel, f"_frame{frame.index}") for frame in iter_frames(sample.path, sampling))
-            else:
-                n = save(load_image(sample.path), rel, "")
-        except DeepfakeDetectorError as exc:
-            report.failed += 1
-            tqdm.write(f"failed: {exc}", file=sys.stderr)
-            continue
-        report.crops += n
-        report.without_faces += n == 0
     record: dict[str, Any] = {
         "crop": spec.to_dict(),
         "face_detector": getattr(detector, "name", str(face_detector)),
@@ -118,4 +96,31 @@ def crop_faces_dataset(
         "source": str(src),
     }
     (dst / CROP_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+    def crops_of(image: np.ndarray, suffix: str) -> list[tuple[str, np.ndarray]]:
+        found = face_crops(image, detector, spec, min_face)
+        return [(f"{suffix}_face{i}", crop) for i, (_, crop) in enumerate(found) if crop is not None]
+
+    for sample in tqdm(samples, desc="crop-faces", unit="file", disable=not progress, file=sys.stderr):
+        rel = sample.path.relative_to(src)
+        report.files += 1
+        try:
+            if is_video_path(sample.path):
+                crops = [
+                    c
+                    for frame in iter_frames(sample.path, sampling)
+                    for c in crops_of(frame.image, f"_frame{frame.index}")
+                ]
+            else:
+                crops = crops_of(load_image(sample.path), "")
+        except DeepfakeDetectorError as exc:
+            report.failed += 1
+            tqdm.write(f"failed: {exc}", file=sys.stderr)
+            continue
+        for name, crop in crops:
+            out = dst / rel.parent / f"{rel.name}{name}.{image_format}"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(crop).save(out, **({"quality": 95} if image_format == "jpg" else {}))
+        report.crops += len(crops)
+        report.without_faces += not crops
     return report

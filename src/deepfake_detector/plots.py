@@ -21,7 +21,7 @@ from numpy.typing import ArrayLike
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 from .metrics import equal_error_rate, validate_scores
-from .results import LABEL_FAKE, LABEL_REAL, LABELS, VideoResult
+from .results import LABEL_FAKE, LABEL_REAL, LABELS, WHOLE_FRAME_TRACK, VideoResult
 
 _DPI = 120
 _FIGSIZE = (6.0, 4.5)
@@ -204,20 +204,11 @@ def plot_video_timeline(video: VideoResult, path: str | PathLike[str], threshold
     """p_fake of every sampled frame over time, one line per face track, with the threshold."""
     fig = Figure(figsize=(8.0, 3.5))
     ax = fig.add_subplot()
-    series: dict[int | None, tuple[list[float], list[float]]] = {}
-    for frame in video.timeline:
-        scored = [f for f in frame.faces if f.p_fake is not None]
-        if scored:
-            for face in scored:
-                t, p = series.setdefault(face.track, ([], []))
-                t.append(frame.time)
-                p.append(face.p_fake)
-        elif frame.p_fake is not None:
-            t, p = series.setdefault(None, ([], []))
-            t.append(frame.time)
-            p.append(frame.p_fake)
-    for track, (t, p) in sorted(series.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
-        ax.plot(t, p, marker="o", markersize=3, label="whole frame" if track is None else f"face track {track}")
+    series = video.track_series()
+    for track in sorted(series, key=lambda t: (t == WHOLE_FRAME_TRACK, t)):
+        times, scores = zip(*series[track])
+        label = "whole frame" if track == WHOLE_FRAME_TRACK else f"face track {track}"
+        ax.plot(times, scores, marker="o", markersize=3, label=label)
     if not series:
         _say_undefined(ax, "no frame could be scored")
     ax.axhline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:.2f}")

@@ -34,6 +34,7 @@ class Preprocessing:
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     interpolation: str = "bilinear"
     crop: CropSpec | None = None
+    face_detector: str | None = None  # the detector that found the training faces, when crop is set
 
     def __post_init__(self) -> None:
         if self.interpolation not in _INTERPOLATIONS:
@@ -72,6 +73,7 @@ class Preprocessing:
                 std=tuple(float(v) for v in d.get("std", (1.0, 1.0, 1.0))),
                 interpolation=str(d.get("interpolation", "bilinear")),
                 crop=CropSpec.from_dict(d["crop"]) if d.get("crop") else None,
+                face_detector=d.get("face_detector"),
             )
         except BundleError:
             raise

@@ -25,6 +25,8 @@ SCORED_NOTHING = "nothing"
 FACE_SCORED = "scored"
 FACE_TOO_SMALL = "too_small"
 
+WHOLE_FRAME_TRACK = -1  # the pseudo-track of video frames scored whole (no face in them)
+
 
 @dataclass
 class FaceResult:
@@ -108,6 +110,17 @@ class VideoResult:
         d["timeline"] = [f.to_dict() for f in self.timeline]
         return d
 
+    def track_series(self) -> dict[int, list[tuple[float, float]]]:
+        """``(time, p_fake)`` of each track over the timeline; frames scored whole form track -1."""
+        series: dict[int, list[tuple[float, float]]] = {}
+        for frame in self.timeline:
+            scored = [f for f in frame.faces if f.p_fake is not None and f.track is not None]
+            for face in scored:
+                series.setdefault(face.track, []).append((frame.time, face.p_fake))
+            if not frame.faces and frame.p_fake is not None:
+                series.setdefault(WHOLE_FRAME_TRACK, []).append((frame.time, frame.p_fake))
+        return series
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> VideoResult:
         return cls(
@@ -184,9 +197,14 @@ class Prediction:
         )
 
     def summary(self) -> dict[str, Any]:
-        """The flat row for tables and CSV: every scalar field plus the face count."""
+        """The flat row for tables and CSV: every scalar field plus the number of faces
+        (of a video: the number of face tracks, that is of people followed)."""
         d = {k: v for k, v in self.to_dict().items() if k not in ("faces", "video")}
-        d["n_faces"] = len(self.faces)
+        d["n_faces"] = (
+            len(self.faces)
+            if self.video is None
+            else len([t for t in self.video.tracks if t.track != WHOLE_FRAME_TRACK])
+        )
         return d
 
     @classmethod

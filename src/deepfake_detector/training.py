@@ -31,7 +31,7 @@ from .data.dataset import Sample, class_counts, load_dataset, stratified_split
 from .data.torch_dataset import ImageDataset
 from .devices import pick_device
 from .errors import DatasetError, DeepfakeDetectorError, InvalidArgumentError, TrainingError
-from .face_crops import read_crop_spec
+from .face_crops import read_crop_record
 from .faces.crop import CropSpec
 from .media.image import probe_image
 from .metrics import compute_metrics
@@ -124,12 +124,12 @@ class TrainConfig:
         return cfg
 
 
-def _crop_of(cfg: TrainConfig) -> CropSpec | None:
-    """How the training images were cropped from their pictures, so inference crops alike:
+def _crop_of(cfg: TrainConfig) -> tuple[CropSpec | None, str | None]:
+    """How the training images were cut from their pictures, so inference crops alike:
     ``crop_margin`` when given, else the record ``crop-faces`` left in the data folder."""
     if cfg.crop_margin is not None:
-        return CropSpec(margin=cfg.crop_margin)
-    return read_crop_spec(cfg.data)
+        return CropSpec(margin=cfg.crop_margin), None
+    return read_crop_record(cfg.data) or (None, None)
 
 
 def _readable(samples: list[Sample], progress: bool) -> list[Sample]:
@@ -229,7 +229,8 @@ def train(
             )
 
     spec = get_spec(cfg.arch)
-    preprocessing = Preprocessing(spec.input_size, spec.mean, spec.std, crop=_crop_of(cfg))
+    crop, face_detector = _crop_of(cfg)
+    preprocessing = Preprocessing(spec.input_size, spec.mean, spec.std, crop=crop, face_detector=face_detector)
     augment_config = parse_augment(cfg.augment)
     train_s, val_s = _split(cfg, progress)
     counts = class_counts(train_s)

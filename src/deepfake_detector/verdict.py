@@ -3,7 +3,10 @@
 Image: fake when any face is fake (``max`` of the face scores), or the ``mean`` when
 asked. Video: each track (one person) scores the mean of its ``TOP_K`` highest frame
 scores, so one odd frame does not decide and a manipulation shown in a few frames still
-counts; the video scores its highest track, so it is fake when any person in it is.
+counts; the video scores its highest deciding track, so it is fake when any person in it
+is. A track seen in fewer frames than ``TOP_K`` (or than the longest track, if that is
+shorter) is a passing face or a false detection: it decides only when no longer track
+exists.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from .errors import InvalidArgumentError
 AGGREGATES = ("max", "mean")
 TOP_K = 3
 VIDEO_RULE = (
-    f"track score = mean of the track's {TOP_K} highest frame scores; "
-    "video p_fake = highest track score (fake when any track is fake)"
+    f"track score = mean of the track's {TOP_K} highest frame scores; tracks seen in fewer than "
+    f"min({TOP_K}, longest track) frames are ignored when a longer one exists; "
+    "video p_fake = highest track score (fake when any person is fake)"
 )
 
 
@@ -42,6 +46,14 @@ def track_score(frame_scores: Sequence[float], top_k: int = TOP_K) -> float:
         raise InvalidArgumentError("track_score needs at least one frame score.")
     top = np.sort(np.asarray(frame_scores, dtype=float))[::-1][:top_k]
     return float(top.mean())
+
+
+def deciding_tracks(frame_counts: dict[int, int]) -> list[int]:
+    """The tracks (by id) long enough to take part in the video's verdict."""
+    if not frame_counts:
+        return []
+    needed = min(TOP_K, max(frame_counts.values()))
+    return sorted(t for t, n in frame_counts.items() if n >= needed)
 
 
 def video_score(track_scores: Sequence[float]) -> float:

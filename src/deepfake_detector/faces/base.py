@@ -46,13 +46,18 @@ class FaceBox:
 
     def iou(self, other: FaceBox) -> float:
         """Intersection over union with ``other``: the usual test of "same face"."""
-        inter_w = min(self.x + self.w, other.x + other.w) - max(self.x, other.x)
-        inter_h = min(self.y + self.h, other.y + other.h) - max(self.y, other.y)
-        if inter_w <= 0 or inter_h <= 0:
-            return 0.0
-        inter = inter_w * inter_h
-        union = self.w * self.h + other.w * other.h - inter
-        return inter / union if union > 0 else 0.0
+        return box_iou((self.x, self.y, self.w, self.h), (other.x, other.y, other.w, other.h))
+
+
+def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """Intersection over union of two ``(x, y, w, h)`` boxes."""
+    inter_w = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    inter_h = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    if inter_w <= 0 or inter_h <= 0:
+        return 0.0
+    inter = inter_w * inter_h
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
 
 
 @runtime_checkable

@@ -36,7 +36,7 @@ def _import_facenet() -> Any:
 class MTCNNDetector:
     """Faces by MTCNN, with its confidence as the score and its five landmarks.
 
-    ``min_face_size`` (pixels of the detection image) is the smallest face searched for;
+    ``min_face_size`` (pixels of the original image) is the smallest face searched for;
     ``thresholds`` are the three stages' acceptance probabilities; images whose longer
     side exceeds ``max_side`` are shrunk to it first and the boxes scaled back. The network
     is built once here; calls on one instance are serialised by a lock.
@@ -74,10 +74,15 @@ class MTCNNDetector:
 
         height, width = check_image(image).shape[:2]
         small, scale = shrink(image, self.max_side)
+        # min_face_size counts pixels of the original image: after shrinking, search for
+        # proportionally smaller faces (down to MTCNN's floor of 12), so a face of a given
+        # size is found whatever the resolution of the picture around it.
+        min_size = max(12, int(self.min_face_size * scale))
         # MTCNN's image pyramid starts at min_face_size; a smaller image has no level to search.
-        if min(small.shape[:2]) < self.min_face_size:
+        if min(small.shape[:2]) < min_size:
             return []
         with self._lock, torch.inference_mode():
+            self._model.min_face_size = min_size
             boxes, probs, points = self._model.detect(np.ascontiguousarray(small), landmarks=True)
         if boxes is None:
             return []

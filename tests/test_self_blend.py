@@ -1,0 +1,163 @@
+"""Self-blended images: a real face crop blended with a changed copy of itself under a soft face mask."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import numpy as np
+import pytest
+
+from deepfake_detector.data.self_blend import SelfBlendConfig, self_blend
+from deepfake_detector.errors import InvalidArgumentError
+
+# MTCNN's five points (eyes, nose, mouth corners) on the crop below, measured once and rounded.
+LANDMARKS = ((64.6, 100.7), (107.4, 103.8), (85.9, 128.6), (62.6, 140.1), (105.4, 141.9))
+SEEDS = range(8)
+
+
+@pytest.fixture(scope="module")
+def face() -> np.ndarray:
+    """A real face: scikit-image's astronaut, cropped around her face (220x190, not square)."""
+    skimage_data = pytest.importorskip("skimage.data")
+    return np.ascontiguousarray(skimage_data.astronaut()[0:220, 140:330])
+
+
+def _blend(face: np.ndarray, seed: int, landmarks: tuple | None = None, **config: object) -> tuple:
+    return self_blend(face, np.random.default_rng(seed), landmarks=landmarks, config=SelfBlendConfig(**config))
+
+
+@pytest.mark.parametrize("landmarks", [None, LANDMARKS], ids=["ellipse", "landmarks"])
+def test_shapes_types_and_seeding(face: np.ndarray, landmarks: tuple | None) -> None:
+    fake, mask = _blend(face, 0, landmarks)
+    assert fake.shape == face.shape and fake.dtype == np.uint8
+    assert mask.shape == face.shape[:2] and mask.dtype == np.float32
+    again, again_mask = _blend(face, 0, landmarks)
+    assert np.array_equal(fake, again) and np.array_equal(mask, again_mask)
+    other, other_mask = _blend(face, 1, landmarks)
+    assert not np.array_equal(fake, other) and not np.array_equal(mask, other_mask)
+
+
+@pytest.mark.parametrize("landmarks", [None, LANDMARKS], ids=["ellipse", "landmarks"])
+def test_fake_changes_the_image_only_under_the_mask(face: np.ndarray, landmarks: tuple | None) -> None:
+    for seed in SEEDS:
+        fake, mask = _blend(face, seed, landmarks)
+        outside = mask == 0
+        assert outside.mean() > 0.1
+        assert np.array_equal(fake[outside], face[outside]), seed
+        changed = (fake != face).any(axis=2)
+        core = mask >= 0.9 * mask.max()
+        assert changed[core].mean() > 0.5, seed
+
+
+@pytest.mark.parametrize("landmarks", [None, LANDMARKS], ids=["ellipse", "landmarks"])
+def test_mask_is_soft_and_covers_the_face_not_the_corners(face: np.ndarray, landmarks: tuple | None) -> None:
+    height, width = face.shape[:2]
+    centre_x, centre_y = np.mean(LANDMARKS, axis=0) if landmarks else (width / 2, height / 2)
+    for seed in SEEDS:
+        _, mask = _blend(face, seed, landmarks)
+        assert mask.min() >= 0.0 and mask.max() <= 1.0
+        assert ((mask > 0) & (mask < 1)).sum() > 100, seed
+        assert mask[round(centre_y), round(centre_x)] >= 0.9 * mask.max() > 0, seed
+        for rows in (slice(0, 8), slice(-8, None)):
+            for cols in (slice(0, 8), slice(-8, None)):
+                assert not mask[rows, cols].any(), seed
+
+
+def test_landmark_mask_contains_every_landmark(face: np.ndarray) -> None:
+    for seed in range(20):
+        _, mask = _blend(face, seed, LANDMARKS)
+        for x, y in LANDMARKS:
+            assert mask[round(y), round(x)] >= 0.5 * mask.max() > 0, (seed, x, y)
+    # The strongest warp and the smallest ellipse allowed still keep every point inside.
+    for seed in range(20):
+        _, mask = _blend(face, seed, LANDMARKS, warp=0.25, mask_scale=(0.5, 0.5), mask_blur=(1.0, 1.0))
+        assert all(mask[round(y), round(x)] > 0 for x, y in LANDMARKS), seed
+
+
+def test_mask_follows_the_landmarks() -> None:
+    image = np.random.default_rng(0).integers(0, 256, size=(128, 160, 3), dtype=np.uint8)
+    # A small face in the top-left quarter, tilted by the eye line.
+    points = ((20.0, 24.0), (40.0, 30.0), (29.0, 38.0), (20.0, 46.0), (34.0, 50.0))
+    for seed in SEEDS:
+        _, mask = _blend(image, seed, points)
+        ys, xs = np.nonzero(mask)
+        assert xs.max() < 80 and ys.max() < 90, seed
+        assert all(mask[round(y), round(x)] > 0 for x, y in points), seed
+
+
+def test_profile_landmarks_with_coinciding_eyes_still_give_a_face_mask() -> None:
+    image = np.full((64, 64, 3), 128, np.uint8)
+    points = ((30.0, 24.0), (30.0, 24.0), (28.0, 32.0), (30.0, 42.0), (30.0, 42.0))
+    _, mask = _blend(image, 0, points)
+    assert all(mask[round(y), round(x)] > 0 for x, y in points)
+    assert not mask[:4, :4].any()
+
+
+def test_blend_ratio_caps_the_mask(face: np.ndarray) -> None:
+    for seed in range(4):
+        _, mask = _blend(face, seed, blend_ratios=(0.5,))
+        assert 0.45 < mask.max() <= 0.5
+
+
+def test_smallest_accepted_crop() -> None:
+    image = np.random.default_rng(1).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    fake, mask = _blend(image, 3)
+    assert fake.shape == (32, 32, 3) and 0 < mask.max() <= 1
+
+
+def test_config_defaults_round_trip_through_to_dict() -> None:
+    config = SelfBlendConfig()
+    data = config.to_dict()
+    assert set(data) == {f.name for f in fields(SelfBlendConfig)}
+    assert SelfBlendConfig(**data) == config
+    assert data["translate"] == 0.03 and data["scale"] == (0.95, 1.05)
+    assert data["blend_ratios"] == (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
+    assert SelfBlendConfig(scale=[0.9, 1.1]).scale == (0.9, 1.1)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("rgb_shift", -1.0),
+        ("hue_shift", float("nan")),
+        ("sharpen_p", 1.5),
+        ("translate", True),
+        ("warp", 0.3),
+        ("scale", (1.05, 0.95)),
+        ("downscale", (0.0, 0.5)),
+        ("mask_blur", 0.1),
+        ("ellipse_width", (0.2, 0.3, 0.4)),
+        ("blend_ratios", ()),
+        ("blend_ratios", (0.0, 1.0)),
+    ],
+)
+def test_bad_config_names_the_field(field: str, value: object) -> None:
+    with pytest.raises(InvalidArgumentError, match=field):
+        SelfBlendConfig(**{field: value})
+
+
+GOOD = np.zeros((40, 40, 3), np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"image": GOOD.tolist()}, "image"),
+        ({"image": GOOD.astype(np.float32)}, "image"),
+        ({"image": GOOD[..., 0]}, "image"),
+        ({"image": np.zeros((40, 40, 4), np.uint8)}, "image"),
+        ({"image": np.zeros((31, 64, 3), np.uint8)}, "image"),
+        ({"rng": 0}, "rng"),
+        ({"rng": np.random.RandomState(0)}, "rng"),
+        ({"landmarks": ((10.0, 10.0),) * 4}, "landmarks"),
+        ({"landmarks": ((10.0, 10.0),) * 4 + ((10.0,),)}, "landmarks"),
+        ({"landmarks": ((10.0, 10.0),) * 4 + ((float("nan"), 10.0),)}, "landmarks"),
+        ({"landmarks": ((10.0, 10.0),) * 4 + ((40.0, 10.0),)}, "landmarks"),
+        ({"landmarks": ((10.0, 10.0),) * 4 + ((10.0, -0.5),)}, "landmarks"),
+        ({"config": {"translate": 0.1}}, "config"),
+    ],
+)
+def test_bad_inputs_name_the_parameter(kwargs: dict, name: str) -> None:
+    args = {"image": GOOD, "rng": np.random.default_rng(0), "landmarks": None, "config": SelfBlendConfig()} | kwargs
+    with pytest.raises(InvalidArgumentError, match=name):
+        self_blend(args.pop("image"), args.pop("rng"), **args)
