@@ -257,3 +257,140 @@ def test_cli_predict_video_and_image_with_annotations(
     assert any(n.startswith("clip-") and n.endswith("_timeline.png") for n in written)
     assert any(n.startswith("clip-") and "_frame" in n for n in written)
     assert list(crops.iterdir()) == [], "faces off: no face crops"
+
+
+def test_lost_track_ends_and_short_tracks_do_not_decide(trained_bundle: Path, tmp_path: Path) -> None:
+    video = _moving_face_video(tmp_path / "gap.mp4", frames=20)
+    calls = {"n": 0}
+
+    def boxes(image: np.ndarray) -> list[FaceBox]:
+        calls["n"] += 1
+        i = calls["n"] - 1
+        if 6 <= i < 13:  # the person leaves for 7 sampled frames, longer than the tracker's max_gap of 5
+            return [FaceBox(60, 60, 40, 40, 0.9)] if i == 8 else []  # one spurious detection meanwhile
+        return [FaceBox(20, 30, 56, 56, 0.99)]
+
+    det = Detector.load(trained_bundle, face_detector=ScriptedFaces(boxes))
+    pred = det.predict(video, faces="only", sampling=FrameSampling(every_n=1))
+    tracks = {t.track: t for t in pred.video.tracks}
+    assert sorted(t.n_frames for t in tracks.values()) == [1, 6, 7], "before, spurious, after"
+    long_tracks = [t for t in tracks.values() if t.n_frames > 1]
+    assert pred.p_fake == pytest.approx(max(t.p_fake for t in long_tracks)), "the one-frame track does not decide"
+
+
+def test_video_with_only_too_small_faces_gets_no_verdict(trained_bundle: Path, tmp_path: Path) -> None:
+    video = _moving_face_video(tmp_path / "tiny.mp4", frames=8)
+    det = Detector.load(_face_bundle(trained_bundle, tmp_path), face_detector=ScriptedFaces(lambda im: [THREE[2]]))
+    pred = det.predict(video, sampling=FrameSampling(max_frames=4))
+    assert pred.label is None and pred.scored_on == "nothing" and "too small" in pred.note
+    assert all(f.p_fake is None for f in pred.video.timeline)
+
+
+def test_crops_reach_the_sink_on_the_calling_thread(trained_bundle: Path) -> None:
+    import threading
+
+    det = Detector.load(trained_bundle, face_detector=ScriptedFaces(lambda image: list(THREE)))
+    threads: set[str] = set()
+    list(
+        det.predict_many(
+            [_scene(i) for i in range(4)],
+            faces="only",
+            workers=2,
+            on_crop=lambda path, name, crop: threads.add(threading.current_thread().name),
+        )
+    )
+    assert threads == {threading.current_thread().name}
+
+
+def test_bad_videos_in_a_folder_run(trained_bundle: Path, tmp_path: Path) -> None:
+    from media_factory import write_audio_only, write_video
+
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    audio = write_audio_only(tmp_path / "audio.mp4")
+    rotated = write_video(tmp_path / "phone.mp4", frames=10, width=96, height=64, rotation=90)
+    good = tmp_path / "still.png"
+    Image.fromarray(_scene(9)).save(good)
+    det = Detector.load(trained_bundle)
+    sources = [str(empty), str(good), str(audio), str(rotated)]
+    preds = list(det.predict_many(sources, sampling=FrameSampling(max_frames=3)))
+    assert [p.path for p in preds] == sources
+    assert "empty.mp4" in preds[0].error and "audio.mp4" in preds[2].error and "video stream" in preds[2].error
+    assert preds[1].ok and preds[3].ok
+    assert (preds[3].video.width, preds[3].video.height, preds[3].video.rotation) == (64, 96, 90)
+
+
+def test_evaluate_counts_inputs_without_a_verdict(trained_bundle: Path, tmp_path: Path, synthetic_test: Path) -> None:
+    from deepfake_detector import evaluate
+
+    # Faces in half of the images are too small: those images get no verdict and are counted, not fatal.
+    tiny_on_odd = ScriptedFaces(lambda image: [THREE[2]] if int(image[0, 0, 0]) % 2 else [THREE[0]])
+    det = Detector.load(trained_bundle, face_detector=tiny_on_odd)
+    result = evaluate(det, synthetic_test, tmp_path / "r", faces="only", progress=False)
+    m = result["sections"][0]["metrics"]
+    assert m["n"] + m["n_failed"] == 48 and m["n_failed"] > 0
+    assert all("no verdict" in e for e in result["sections"][0]["errors"])
+
+
+def test_crop_faces_with_a_scripted_detector(tmp_path: Path) -> None:
+    from deepfake_detector.face_crops import CROP_FILE, crop_faces_dataset
+
+    src = tmp_path / "src"
+    (src / "real").mkdir(parents=True)
+    (src / "fake" / "Swap").mkdir(parents=True)
+    image = _scene(10)
+    Image.fromarray(image).save(src / "real" / "a.png")
+    Image.fromarray(image).save(src / "real" / "a.jpg", quality=95)
+    good = _moving_face_video(src / "fake" / "Swap" / "clip.mp4", frames=10)
+    (src / "fake" / "Swap" / "cut.mp4").write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    report = crop_faces_dataset(
+        src,
+        tmp_path / "dst",
+        CropSpec(margin=0.1),
+        face_detector=ScriptedFaces(lambda im: [THREE[0], THREE[2]]),
+        sampling=FrameSampling(max_frames=2),
+        progress=False,
+    )
+    names = sorted(p.name for p in (tmp_path / "dst").rglob("*.png"))
+    assert names == ["a.jpg_face0.png", "a.png_face0.png", "clip.mp4_frame0_face0.png", "clip.mp4_frame5_face0.png"]
+    assert (report.files, report.crops, report.failed) == (4, 4, 1), "the cut video gives no crops"
+    crop = np.asarray(Image.open(tmp_path / "dst" / "real" / "a.png_face0.png"))
+    assert np.array_equal(crop, crop_face(image, THREE[0], CropSpec(margin=0.1)))
+    assert json.loads((tmp_path / "dst" / CROP_FILE).read_text())["face_detector"] == "scripted"
+
+
+def test_cli_faces_only_saves_crops_and_annotations(
+    trained_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    skimage_data = pytest.importorskip("skimage.data")
+    pytest.importorskip("facenet_pytorch")
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(skimage_data.astronaut()).save(photo)
+    crops, annotated = tmp_path / "crops", tmp_path / "annotated"
+    code = main(
+        [
+            "predict",
+            str(photo),
+            "--model",
+            str(trained_bundle),
+            "--faces",
+            "only",
+            "--format",
+            "jsonl",
+            "--save-crops",
+            str(crops),
+            "--annotate",
+            str(annotated),
+            "--quiet",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    row = json.loads(out)
+    assert row["scored_on"] == "faces" and len(row["faces"]) >= 1
+    box = row["faces"][0]["box"]
+    assert 140 < box["x"] + box["w"] / 2 < 300 and 20 < box["y"] + box["h"] / 2 < 200, "the astronaut's face"
+    saved = sorted(crops.iterdir())
+    assert len(saved) == len([f for f in row["faces"] if f["status"] == "scored"])
+    assert Image.open(saved[0]).size[0] >= 32
+    assert len(list(annotated.glob("astronaut-*_image.jpg"))) == 1
