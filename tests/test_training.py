@@ -138,3 +138,62 @@ def test_one_class_data_is_refused(tmp_path: Path, synthetic_train: Path) -> Non
         (only_real / "real" / p.name).write_bytes(p.read_bytes())
     with pytest.raises(DatasetError, match="both real and fake"):
         train(TrainConfig(data=str(only_real), out=str(tmp_path / "o")), progress=False)
+
+
+def test_pretrained_starts_put_the_new_head_at_even_odds() -> None:
+    import torch
+
+    from deepfake_detector.models import create_model
+    from deepfake_detector.training import _zero_head
+
+    model = create_model("mobilenetv2_100").eval()
+    x = torch.randn(2, 3, 64, 64)
+    assert model(x).abs().sum() > 0
+    _zero_head(model)
+    assert torch.equal(model(x), torch.zeros(2, 1))
+    seed = create_model("seed-cnn")
+    before = [p.clone() for p in seed.parameters()]
+    _zero_head(seed)  # no timm classifier: left alone
+    assert all(torch.equal(a, b) for a, b in zip(before, seed.parameters()))
+
+
+def test_self_blend_turns_reals_into_labelled_fakes(synthetic_train: Path) -> None:
+    from deepfake_detector.data.dataset import scan_folder
+    from deepfake_detector.data.torch_dataset import ImageDataset
+    from deepfake_detector.preprocess import Preprocessing
+
+    reals = [s for s in scan_folder(synthetic_train) if s.target == 0][:4]
+    plain = ImageDataset(reals, Preprocessing(128), seed=1)
+    blended = ImageDataset(reals, Preprocessing(128), seed=1, self_blend_p=0.999)
+    again = ImageDataset(reals, Preprocessing(128), seed=1, self_blend_p=0.999)
+    for i in range(len(reals)):
+        x0, y0, _ = plain[i]
+        x1, y1, _ = blended[i]
+        assert y0 == 0 and y1 == 1
+        assert not np.array_equal(x0.numpy(), x1.numpy())
+        assert np.array_equal(x1.numpy(), again[i][0].numpy()), "reproducible from (seed, epoch, index)"
+
+
+def test_self_blend_trains_on_real_images_only(tmp_path: Path, synthetic_train: Path, synthetic_test: Path) -> None:
+    only_real = tmp_path / "reals"
+    (only_real / "real").mkdir(parents=True)
+    for p in sorted((synthetic_train / "real").rglob("*.png"))[:16]:
+        (only_real / "real" / p.name).write_bytes(p.read_bytes())
+    with pytest.raises(DatasetError, match="both real and fake"):
+        train(TrainConfig(data=str(only_real), out=str(tmp_path / "no"), val_dir=str(synthetic_test)), progress=False)
+    bundle = train(
+        TrainConfig(
+            data=str(only_real),
+            out=str(tmp_path / "sbi"),
+            val_dir=str(synthetic_test),
+            epochs=1,
+            self_blend=0.5,
+            workers=0,
+            batch_size=8,
+        ),
+        progress=False,
+    )
+    config = json.loads((bundle / CONFIG_FILE).read_text())
+    assert config["training"]["config"]["self_blend"] == 0.5
+    with pytest.raises(InvalidArgumentError, match="self_blend"):
+        train(TrainConfig(data=str(only_real), out=str(tmp_path / "x"), self_blend=1.5), progress=False)

@@ -164,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the images are face crops with margin M (share of the face box on each side): prediction "
         "will crop faces the same way (default: what crop-faces recorded in DATA, else whole images)",
     )
+    p.add_argument(
+        "--self-blend",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="turn each real training image, with probability P, into a self-blended fake "
+        "(Shiohara and Yamasaki 2022): teaches blending traces instead of one method (default 0)",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -422,6 +430,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         workers=args.workers,
         device=args.device,
         crop_margin=args.crop_margin,
+        self_blend=args.self_blend,
     )
     bundle = train(config, resume=args.resume, progress=not args.quiet)
     print(bundle)

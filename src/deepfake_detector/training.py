@@ -61,6 +61,7 @@ _RESUME_KEYS = (
     "imagenet_init",
     "init_weights",
     "crop_margin",
+    "self_blend",
 )
 
 
@@ -88,6 +89,7 @@ class TrainConfig:
     workers: int | None = None
     device: str = "auto"
     crop_margin: float | None = None
+    self_blend: float = 0.0
 
     def resolved(self) -> TrainConfig:
         """A copy with recipe defaults filled in and every value checked."""
@@ -118,6 +120,8 @@ class TrainConfig:
             raise InvalidArgumentError(f"optimizer must be one of {_OPTIMIZERS}; got {cfg.optimizer!r}.")
         if cfg.schedule not in _SCHEDULES:
             raise InvalidArgumentError(f"schedule must be one of {_SCHEDULES}; got {cfg.schedule!r}.")
+        if not 0.0 <= cfg.self_blend < 1.0:
+            raise InvalidArgumentError(f"self_blend must lie in [0, 1); got {cfg.self_blend!r}.")
         if cfg.patience < 0:
             raise InvalidArgumentError(f"patience must be 0 (off) or more; got {cfg.patience}.")
         parse_augment(cfg.augment)
@@ -130,6 +134,19 @@ def _crop_of(cfg: TrainConfig) -> tuple[CropSpec | None, str | None]:
     if cfg.crop_margin is not None:
         return CropSpec(margin=cfg.crop_margin), None
     return read_crop_record(cfg.data) or (None, None)
+
+
+def _zero_head(model: nn.Module) -> None:
+    """Start a pretrained backbone's new one-logit head at even odds (logit 0).
+
+    A randomly initialised head on top of large pretrained features gives confident, wrong
+    first predictions (a loss near 3 instead of 0.7) that the first epochs spend undoing.
+    """
+    get_classifier = getattr(model, "get_classifier", None)
+    head = get_classifier() if callable(get_classifier) else None
+    if isinstance(head, nn.Linear):
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
 
 
 def _readable(samples: list[Sample], progress: bool) -> list[Sample]:
@@ -157,7 +174,8 @@ def _split(cfg: TrainConfig, progress: bool) -> tuple[list[Sample], list[Sample]
         parts = (("training", cfg.data, train_s), ("validation", cfg.data, val_s))
     for name, source, part in parts:
         counts = class_counts(part)
-        if min(counts.values()) == 0:
+        made_fakes = name == "training" and cfg.self_blend > 0 and counts["real"] > 0
+        if min(counts.values()) == 0 and not made_fakes:
             raise DatasetError(f"{source}: the {name} part needs both real and fake images; it has {counts}.")
     return parts[0][2], parts[1][2]
 
@@ -240,6 +258,8 @@ def train(
     if cfg.imagenet_init:
         loaded = load_imagenet_weights(model, cfg.arch)
         _log(f"ImageNet initialisation: {len(loaded)} tensors from {IMAGENET_INITS[cfg.arch]}", progress)
+    if cfg.imagenet_init or cfg.pretrained:
+        _zero_head(model)
     if cfg.init_weights:
         loaded, skipped = load_init_weights(model, cfg.init_weights)
         _log(
@@ -247,13 +267,15 @@ def train(
         )
     model.to(device)
     optimizer = _make_optimizer(cfg, model)
-    pos_weight = torch.tensor([counts["real"] / counts["fake"]], device=device)
+    # Weight the classes by what training will see: self-blending turns a share of reals into fakes.
+    made = counts["real"] * cfg.self_blend
+    pos_weight = torch.tensor([(counts["real"] - made) / (counts["fake"] + made)], device=device)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
-    train_ds = ImageDataset(train_s, preprocessing, augment_config, cfg.seed)
+    train_ds = ImageDataset(train_s, preprocessing, augment_config, cfg.seed, self_blend_p=cfg.self_blend)
     val_loader = DataLoader(ImageDataset(val_s, preprocessing), batch_size=cfg.batch_size, num_workers=cfg.workers)
 
     history: list[dict[str, Any]] = []

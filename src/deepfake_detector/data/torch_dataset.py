@@ -1,7 +1,9 @@
-"""The PyTorch view of a list of samples: decode, augment, preprocess.
+"""The PyTorch view of a list of samples: decode, (self-blend), augment, preprocess.
 
-Augmentation randomness is drawn from ``(seed, epoch, index)``, so a sample looks the
-same in a resumed run as in an uninterrupted one, whatever the number of workers.
+Randomness is drawn from ``(seed, epoch, index)``, so a sample looks the same in a
+resumed run as in an uninterrupted one, whatever the number of workers. With
+``self_blend_p`` a real image becomes, with that probability, its self-blended fake
+(label fake) before augmentation, so compression and blur hit made fakes and reals alike.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from ..media.image import load_image
 from ..preprocess import Preprocessing
 from .augment import AugmentConfig, augment
 from .dataset import Sample
+from .self_blend import MIN_SIDE, self_blend
 
 
 class ImageDataset(Dataset):
@@ -28,11 +31,13 @@ class ImageDataset(Dataset):
         preprocessing: Preprocessing,
         augment_config: AugmentConfig | None = None,
         seed: int = 42,
+        self_blend_p: float = 0.0,
     ) -> None:
         self.samples = samples
         self.preprocessing = preprocessing
         self.augment_config = augment_config if augment_config is not None and augment_config.enabled else None
         self.seed = seed
+        self.self_blend_p = self_blend_p
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -52,7 +57,15 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         image, used = self._image(index)
+        target = self.samples[used].target
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        if (
+            self.self_blend_p > 0
+            and target == 0
+            and min(image.shape[:2]) >= MIN_SIDE
+            and rng.random() < self.self_blend_p
+        ):
+            image, target = self_blend(image, rng)[0], 1
         if self.augment_config is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
             image = augment(image, self.augment_config, rng)
-        return torch.from_numpy(self.preprocessing(image)), self.samples[used].target, used
+        return torch.from_numpy(self.preprocessing(image)), target, used
