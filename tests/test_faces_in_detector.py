@@ -394,3 +394,45 @@ def test_cli_faces_only_saves_crops_and_annotations(
     assert len(saved) == len([f for f in row["faces"] if f["status"] == "scored"])
     assert Image.open(saved[0]).size[0] >= 32
     assert len(list(annotated.glob("astronaut-*_image.jpg"))) == 1
+
+
+def test_uncertain_band_labels_close_calls_without_changing_scores(
+    trained_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deepfake_detector.annotate import draw_faces
+    from deepfake_detector.threshold import label_for
+
+    assert label_for(0.55, 0.5, band=0.1) == "uncertain" and label_for(0.65, 0.5, band=0.1) == "fake"
+    assert label_for(0.45, 0.5) == "real"
+    det = Detector.load(trained_bundle, face_detector=ScriptedFaces(lambda image: list(THREE)))
+    image = _scene(11)
+    sure = det.predict(image, faces="only", uncertain_band=0.0)
+    wide = det.predict(image, faces="only", uncertain_band=0.499)
+    assert wide.p_fake == pytest.approx(sure.p_fake)
+    assert wide.label == ("uncertain" if abs(sure.p_fake - det.threshold) < 0.499 else sure.label)
+    scored = [f for f in wide.faces if f.p_fake is not None]
+    assert scored and all(
+        f.label
+        == ("uncertain" if abs(f.p_fake - det.threshold) < 0.499 else "fake" if f.p_fake >= det.threshold else "real")
+        for f in scored
+    )
+    assert draw_faces(image, wide.faces, "caption").size == (image.shape[1], image.shape[0])
+    with pytest.raises(InvalidArgumentError, match="uncertain band"):
+        det.predict(image, uncertain_band=0.7)
+
+    bundle = tmp_path / "banded"
+    shutil.copytree(trained_bundle, bundle)
+    config = json.loads((bundle / CONFIG_FILE).read_text())
+    config["uncertain"] = {"band": 0.499}
+    (bundle / CONFIG_FILE).write_text(json.dumps(config))
+    photo = tmp_path / "p.png"
+    Image.fromarray(image).save(photo)
+    assert main(["predict", str(photo), "--model", str(bundle), "--format", "jsonl"]) == 0
+    out, err = capsys.readouterr()
+    row = json.loads(out)
+    assert row["label"] == ("uncertain" if abs(row["p_fake"] - row["threshold"]) < 0.499 else row["label"])
+    assert main(["predict", str(photo), "--model", str(bundle), "--uncertain-band", "0.6"]) == 1
+    config["uncertain"] = {"band": 0.9}
+    (bundle / CONFIG_FILE).write_text(json.dumps(config))
+    assert main(["predict", str(photo), "--model", str(bundle)]) == 1
+    assert "uncertain" in capsys.readouterr().err

@@ -8,9 +8,14 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .results import FACE_TOO_SMALL, LABEL_FAKE, FaceResult
+from .results import FACE_TOO_SMALL, LABEL_FAKE, LABEL_REAL, LABEL_UNCERTAIN, FaceResult
 
-_COLOURS = {LABEL_FAKE: (220, 40, 40), "real": (40, 170, 60), FACE_TOO_SMALL: (150, 150, 150)}
+_COLOURS = {
+    LABEL_FAKE: (220, 40, 40),
+    LABEL_REAL: (40, 170, 60),
+    LABEL_UNCERTAIN: (230, 150, 20),
+    FACE_TOO_SMALL: (150, 150, 150),
+}
 
 
 def draw_faces(image: np.ndarray, faces: list[FaceResult], caption: str | None = None) -> Image.Image:
@@ -21,7 +26,7 @@ def draw_faces(image: np.ndarray, faces: list[FaceResult], caption: str | None =
     font = ImageFont.load_default(size=max(12, round(max(picture.size) / 50)))
     for face in faces:
         x, y, w, h = face.box
-        key = FACE_TOO_SMALL if face.status == FACE_TOO_SMALL else (face.label or "real")
+        key = FACE_TOO_SMALL if face.status == FACE_TOO_SMALL else (face.label or LABEL_UNCERTAIN)
         colour = _COLOURS[key]
         draw.rectangle((x, y, x + w, y + h), outline=colour, width=width)
         text = "too small" if face.p_fake is None else f"{face.label} {face.p_fake:.2f}"

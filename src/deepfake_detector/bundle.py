@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import BundleError
+from .errors import BundleError, DeepfakeDetectorError
 from .preprocess import Preprocessing
 from .results import LABELS
+from .threshold import check_band
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -50,6 +51,7 @@ class BundleConfig:
     output: str = "logit_fake"
     labels: list[str] = field(default_factory=lambda: list(LABELS))
     threshold: float = 0.5
+    uncertain: dict[str, Any] = field(default_factory=lambda: {"band": 0.0})
     explain_layer: str = ""
     name: str = ""
     training: dict[str, Any] = field(default_factory=dict)
@@ -61,6 +63,10 @@ class BundleConfig:
             raise BundleError(f"config output must be one of {OUTPUTS}; got {self.output!r}.")
         if not 0.0 <= float(self.threshold) <= 1.0:
             raise BundleError(f"config threshold must lie in [0, 1]; got {self.threshold!r}.")
+        try:
+            check_band(self.uncertain.get("band", 0.0) if isinstance(self.uncertain, dict) else None)
+        except DeepfakeDetectorError as exc:
+            raise BundleError(f"config uncertain: {exc}") from exc
         if sorted(self.labels) != sorted(LABELS):
             raise BundleError(f"config labels must be {list(LABELS)} in some order; got {self.labels!r}.")
         if not isinstance(self.arch_kwargs, dict):

@@ -197,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
     p.add_argument("--output", "-o", help="write results to this file instead of stdout")
     p.add_argument("--threshold", type=_probability, help="override the bundle's threshold")
+    p.add_argument(
+        "--uncertain-band",
+        type=float,
+        metavar="B",
+        help="label 'uncertain' when p_fake is within B of the threshold (default: the bundle's; 0: never)",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--workers", type=_positive_int, help="decoding threads (default: CPU count)")
     _add_face_options(p)
@@ -251,7 +257,7 @@ class _Writer:
         elif fmt == "table":
             w = self.path_width
             stream.write(
-                f"{'path':<{w}}  {'label':<5}  {'p_fake':>7}  {'confidence':>10}  {'faces':>5}  {'seconds':>8}  note\n"
+                f"{'path':<{w}}  {'label':<9}  {'p_fake':>7}  {'confidence':>10}  {'faces':>5}  {'seconds':>8}  note\n"
             )
 
     def write(self, pred: Prediction) -> None:
@@ -272,7 +278,7 @@ class _Writer:
             if pred.kind == "video" and pred.video is not None:
                 note = f"video, {pred.video.frames_sampled} frames" + (f"; {note}" if note else "")
             self.stream.write(
-                f"{path:<{w}}  {label:<5}  {p:>7}  {conf:>10}  {n_faces:>5}  {pred.seconds:>8.3f}  {note}\n"
+                f"{path:<{w}}  {label:<9}  {p:>7}  {conf:>10}  {n_faces:>5}  {pred.seconds:>8.3f}  {note}\n"
             )
         self.stream.flush()
 
@@ -339,7 +345,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         bar.update(done - bar.n)
 
     started = time.perf_counter()
-    n_ok = n_fake = n_real = n_failed = 0
+    n_ok = n_fake = n_real = n_uncertain = n_failed = 0
     try:
         writer = _Writer(args.format, out, max(len(p) for p in paths))
         results = detector.predict_many(
@@ -347,6 +353,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             workers=args.workers,
             threshold=args.threshold,
+            uncertain_band=args.uncertain_band,
             faces=args.faces,
             aggregate=args.aggregate,
             sampling=sampling,
@@ -365,6 +372,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 n_ok += 1
                 n_fake += pred.label == "fake"
                 n_real += pred.label == "real"
+                n_uncertain += pred.label == "uncertain"
             else:
                 n_failed += 1
                 tqdm.write(f"failed: {pred.error}", file=sys.stderr)  # not glued to the progress bar
@@ -374,7 +382,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if not args.quiet:
         elapsed = time.perf_counter() - started
         summary = f"{n_ok} scored ({n_fake} fake, {n_real} real"
-        summary += f", {n_ok - n_fake - n_real} without a verdict)" if n_ok - n_fake - n_real else ")"
+        summary += f", {n_uncertain} uncertain" if n_uncertain else ""
+        no_verdict = n_ok - n_fake - n_real - n_uncertain
+        summary += f", {no_verdict} without a verdict)" if no_verdict else ")"
         summary += f", {n_failed} failed"
         summary += ": see above" if n_failed else ""
         summary += f"; {elapsed:.2f} s in all"

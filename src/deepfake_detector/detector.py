@@ -44,7 +44,7 @@ from .results import (
     FaceResult,
     Prediction,
 )
-from .threshold import confidence_for, label_for
+from .threshold import check_band, confidence_for, label_for
 from .verdict import aggregate_faces, check_aggregate
 from .video_judge import VideoProgress, judge_video
 
@@ -92,6 +92,7 @@ class Options:
     aggregate: str
     keep_media: bool
     on_crop: CropSink | None
+    band: float = 0.0
 
 
 class Detector:
@@ -164,7 +165,13 @@ class Detector:
         return faces == "only" or (faces == "auto" and self.preprocessing.crop is not None)
 
     def _options(
-        self, threshold: float | None, faces: str, aggregate: str, keep_media: bool, on_crop: CropSink | None
+        self,
+        threshold: float | None,
+        faces: str,
+        aggregate: str,
+        keep_media: bool,
+        on_crop: CropSink | None,
+        uncertain_band: float | None = None,
     ) -> Options:
         if threshold is None:
             threshold = self.config.threshold
@@ -174,7 +181,8 @@ class Detector:
             raise InvalidArgumentError(f"The 'faces' parameter must be one of {FACE_MODES}; got {faces!r}.")
         if self.uses_faces(faces):
             self.face_detector  # noqa: B018 - build it now: a bad name or missing package fails once, here
-        return Options(float(threshold), faces, check_aggregate(aggregate), keep_media, on_crop)
+        band = check_band(self.config.uncertain.get("band", 0.0) if uncertain_band is None else uncertain_band)
+        return Options(float(threshold), faces, check_aggregate(aggregate), keep_media, on_crop, band)
 
     # ------------------------------------------------------------------ scoring
 
@@ -232,13 +240,13 @@ class Detector:
         for face in analysed.faces:
             if face.status == FACE_SCORED:
                 face.p_fake = float(next(it))
-                face.label = label_for(face.p_fake, opts.threshold)
+                face.label = label_for(face.p_fake, opts.threshold, opts.band)
         return aggregate_faces([f.p_fake for f in analysed.faces if f.p_fake is not None], opts.aggregate)
 
     def _prediction(self, path: str | None, p: float | None, seconds: float, opts: Options, **extra: Any) -> Prediction:
         return Prediction(
             path=path,
-            label=None if p is None else label_for(p, opts.threshold),
+            label=None if p is None else label_for(p, opts.threshold, opts.band),
             p_fake=p,
             confidence=None if p is None else float(confidence_for(p, opts.threshold)),
             seconds=seconds,
@@ -258,13 +266,15 @@ class Detector:
         aggregate: str = "max",
         sampling: FrameSampling | None = None,
         keep_media: bool = False,
+        uncertain_band: float | None = None,
     ) -> Prediction:
         """Judge one image (path, bytes, PIL image or ``HxWx3`` uint8 RGB array) or one video path.
 
-        Bad input raises a :class:`~deepfake_detector.errors.DeepfakeDetectorError`
-        naming the input and the reason.
+        ``uncertain_band`` overrides the bundle's: a p_fake closer to the threshold than
+        this is labelled ``"uncertain"``. Bad input raises a
+        :class:`~deepfake_detector.errors.DeepfakeDetectorError` naming the input and the reason.
         """
-        opts = self._options(threshold, faces, aggregate, keep_media, None)
+        opts = self._options(threshold, faces, aggregate, keep_media, None, uncertain_band)
         if _is_video(source):
             return judge_video(self, str(source), opts, sampling or FrameSampling(), batch_size=32, progress=None)
         started = time.perf_counter()
@@ -319,6 +329,7 @@ class Detector:
         loader: Loader = load_image,
         on_crop: CropSink | None = None,
         video_progress: VideoProgress | None = None,
+        uncertain_band: float | None = None,
     ) -> Iterator[Prediction]:
         """Judge many inputs, images and videos mixed, yielding one Prediction each, in input order.
 
@@ -330,7 +341,7 @@ class Detector:
         receives every face crop that is scored. Inputs that fail come back as failed
         Predictions with the reason; nothing is raised for them.
         """
-        opts = self._options(threshold, faces, aggregate, keep_media, on_crop)
+        opts = self._options(threshold, faces, aggregate, keep_media, on_crop, uncertain_band)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidArgumentError(
                 f"The 'batch_size' parameter must be an integer of at least 1; got {batch_size!r}."

@@ -16,6 +16,7 @@ import numpy as np
 LABEL_REAL = "real"
 LABEL_FAKE = "fake"
 LABELS = (LABEL_REAL, LABEL_FAKE)
+LABEL_UNCERTAIN = "uncertain"  # p_fake too close to the threshold to call (see threshold.label_for)
 
 # What a verdict was computed from.
 SCORED_FACES = "faces"
@@ -147,8 +148,9 @@ class Artifacts:
 class Prediction:
     """The verdict on one input (an image or a video).
 
-    ``label`` is ``"fake"`` when ``p_fake`` is at or above ``threshold``, else ``"real"``.
-    ``confidence`` is the probability of the chosen label. ``scored_on`` says whether
+    ``label`` is ``"fake"`` when ``p_fake`` is at or above ``threshold``, else ``"real"``;
+    ``"uncertain"`` when ``p_fake`` lies within the bundle's uncertain band of the threshold.
+    ``confidence`` is the probability of the side of the threshold ``p_fake`` falls on. ``scored_on`` says whether
     the verdict rests on faces or on the whole image (no face found, or faces off).
     A failed input has ``error`` set and no label; an input with nothing to judge (only
     faces too small, or no face with ``faces="only"``) has no label and a ``note``.

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .results import LABEL_FAKE, LABEL_REAL
+from .errors import InvalidArgumentError
+from .results import LABEL_FAKE, LABEL_REAL, LABEL_UNCERTAIN
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -17,9 +18,19 @@ def is_fake(p_fake: np.ndarray | float, threshold: float) -> np.ndarray | bool:
     return np.asarray(p_fake) >= threshold
 
 
-def label_for(p_fake: float, threshold: float) -> str:
-    """``"fake"`` or ``"real"`` for one score."""
+def label_for(p_fake: float, threshold: float, band: float = 0.0) -> str:
+    """``"fake"`` or ``"real"`` for one score; ``"uncertain"`` when it lies closer to the
+    threshold than ``band``: a verdict a small change of the input could flip is not given."""
+    if band > 0 and abs(p_fake - threshold) < band:
+        return LABEL_UNCERTAIN
     return LABEL_FAKE if is_fake(p_fake, threshold) else LABEL_REAL
+
+
+def check_band(band: float) -> float:
+    """The uncertain band: a half-width in [0, 0.5)."""
+    if isinstance(band, bool) or not isinstance(band, (int, float)) or not 0.0 <= band < 0.5:
+        raise InvalidArgumentError(f"The uncertain band must be a number in [0, 0.5); got {band!r}.")
+    return float(band)
 
 
 def confidence_for(p_fake: float, threshold: float) -> float:

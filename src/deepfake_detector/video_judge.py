@@ -150,7 +150,7 @@ def judge_video(
             track=t,
             n_frames=len(values),
             p_fake=(p := track_score([v for _, v in values])),
-            label=label_for(p, opts.threshold),
+            label=label_for(p, opts.threshold, opts.band),
             first_time=values[0][0],
             last_time=values[-1][0],
         )
