@@ -442,7 +442,7 @@ def test_cli_version_help_and_missing_arguments(capsys: pytest.CaptureFixture[st
     code, out, _ = cli(capsys, "--help")
     assert code == 0 and "usage: deepfake-detector" in out
     code, out, err = cli(capsys, "train")
-    assert code == 1 and "required" in err and out == ""
+    assert code == 1 and "needs data and out" in err and out == ""
 
 
 # --------------------------------------------------------------------------- 15. probe_image

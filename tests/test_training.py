@@ -197,3 +197,34 @@ def test_self_blend_trains_on_real_images_only(tmp_path: Path, synthetic_train: 
     assert config["training"]["config"]["self_blend"] == 0.5
     with pytest.raises(InvalidArgumentError, match="self_blend"):
         train(TrainConfig(data=str(only_real), out=str(tmp_path / "x"), self_blend=1.5), progress=False)
+
+
+def test_recipes_set_options_and_the_command_line_wins(tmp_path: Path, synthetic_train: Path) -> None:
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        f'[train]\ndata = "{synthetic_train}"\nout = "{tmp_path / "from-recipe"}"\nepochs = 3\nlr = 0.01\n'
+        "self_blend = 0.2\n"
+    )
+    config = TrainConfig.from_recipe(recipe, epochs=1)
+    assert (config.epochs, config.lr, config.self_blend, config.data) == (1, 0.01, 0.2, str(synthetic_train))
+    repo_recipe = TrainConfig.from_recipe(Path(__file__).resolve().parents[1] / "recipes" / "default.toml")
+    assert repo_recipe.arch == "mobilenetv2_100" and repo_recipe.resolved().imagenet_init
+    (tmp_path / "bad.toml").write_text('[train]\nepoch = 3\ndata = "x"\nout = "y"\n')
+    with pytest.raises(InvalidArgumentError, match="bad.toml.*epoch"):
+        TrainConfig.from_recipe(tmp_path / "bad.toml")
+    (tmp_path / "none.toml").write_text("[model]\narch = 'x'\n")
+    with pytest.raises(InvalidArgumentError, match="\\[train\\] table"):
+        TrainConfig.from_recipe(tmp_path / "none.toml")
+    (tmp_path / "broken.toml").write_text("[train\n")
+    with pytest.raises(InvalidArgumentError, match="unreadable recipe"):
+        TrainConfig.from_recipe(tmp_path / "broken.toml")
+
+    from deepfake_detector.cli import main
+
+    out = tmp_path / "cli-run"
+    assert (
+        main(["train", "--recipe", str(recipe), "--out", str(out), "--epochs", "1", "--workers", "0", "--quiet"]) == 0
+    )
+    saved = json.loads((out / CONFIG_FILE).read_text())["training"]["config"]
+    assert saved["epochs"] == 1 and saved["lr"] == 0.01 and saved["self_blend"] == 0.2
+    assert main(["train", "--out", str(tmp_path / "x"), "--quiet"]) == 1, "no data anywhere"

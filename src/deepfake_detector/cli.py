@@ -121,10 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a detector on a folder of real and fake images")
-    p.add_argument("data", metavar="DATA", help="folder with real/ and fake/ subfolders, or a CSV manifest")
-    p.add_argument("--out", required=True, help="output bundle folder")
-    p.add_argument("--arch", default="seed-cnn", help="architecture name (see 'deepfake-detector models')")
-    p.add_argument("--epochs", type=_positive_int, default=10)
+    p.add_argument("data", metavar="DATA", nargs="?", help="folder with real/ and fake/ subfolders, or a CSV manifest")
+    p.add_argument(
+        "--recipe",
+        metavar="FILE",
+        help="a TOML recipe whose [train] table sets any of these options; options given here win",
+    )
+    p.add_argument("--out", help="output bundle folder (required, here or in the recipe)")
+    p.add_argument("--arch", help="architecture name (see 'deepfake-detector models'; default seed-cnn)")
+    p.add_argument("--epochs", type=_positive_int, help="default 10")
     p.add_argument("--batch-size", type=_positive_int, help="default: the architecture's recipe")
     p.add_argument("--lr", type=float, help="learning rate; default: the architecture's recipe")
     p.add_argument("--weight-decay", type=float)
@@ -136,27 +141,27 @@ def build_parser() -> argparse.ArgumentParser:
         "(keys: flip, crop, color, blur, rescale, jpeg); default: the recipe's",
     )
     p.add_argument("--val-dir", help="validation data (folder or manifest) instead of a split of DATA")
-    p.add_argument(
-        "--val-fraction", type=float, default=0.2, help="share of DATA held out for validation (default 0.2)"
-    )
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--val-fraction", type=float, help="share of DATA held out for validation (default 0.2)")
+    p.add_argument("--seed", type=int, help="default 42")
     p.add_argument(
         "--patience",
         type=int,
-        default=5,
         help="early stopping after this many epochs without a better validation AUC; 0: off",
     )
     init = p.add_mutually_exclusive_group()
-    init.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights (needs network)")
+    init.add_argument(
+        "--pretrained", action="store_true", default=None, help="start from timm's pretrained weights (needs network)"
+    )
     init.add_argument("--init-weights", metavar="FILE", help="start from a local safetensors file")
     init.add_argument(
         "--imagenet-init",
         action="store_true",
+        default=None,
         help="start from ImageNet weights shipped in a pip package, offline "
         "(efficientnet_lite0, mobilenetv2_100; see README)",
     )
     p.add_argument("--workers", type=_non_negative_int, help="data-loading processes, 0 for none (default: up to 2)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument(
         "--crop-margin",
         type=float,
@@ -167,7 +172,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--self-blend",
         type=float,
-        default=0.0,
         metavar="P",
         help="turn each real training image, with probability P, into a self-blended fake "
         "(Shiohara and Yamasaki 2022): teaches blending traces instead of one method (default 0)",
@@ -416,32 +420,36 @@ def _cmd_crop_faces(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if report.failed else EXIT_OK
 
 
+_TRAIN_OPTIONS = (
+    "data",
+    "out",
+    "arch",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "optimizer",
+    "schedule",
+    "augment",
+    "val_dir",
+    "val_fraction",
+    "seed",
+    "patience",
+    "pretrained",
+    "imagenet_init",
+    "init_weights",
+    "workers",
+    "device",
+    "crop_margin",
+    "self_blend",
+)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .training import TrainConfig, train
 
-    config = TrainConfig(
-        data=args.data,
-        out=args.out,
-        arch=args.arch,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        optimizer=args.optimizer,
-        schedule=args.schedule,
-        augment=args.augment,
-        val_dir=args.val_dir,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        patience=args.patience,
-        pretrained=args.pretrained,
-        imagenet_init=args.imagenet_init,
-        init_weights=args.init_weights,
-        workers=args.workers,
-        device=args.device,
-        crop_margin=args.crop_margin,
-        self_blend=args.self_blend,
-    )
+    given = {name: getattr(args, name) for name in _TRAIN_OPTIONS if getattr(args, name) is not None}
+    config = TrainConfig.from_recipe(args.recipe, **given) if args.recipe else TrainConfig.create(**given)
     bundle = train(config, resume=args.resume, progress=not args.quiet)
     print(bundle)
     return EXIT_OK

@@ -91,6 +91,42 @@ class TrainConfig:
     crop_margin: float | None = None
     self_blend: float = 0.0
 
+    @classmethod
+    def create(cls, **values: Any) -> TrainConfig:
+        """A config from keyword values, refusing unknown names and a missing data or out."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InvalidArgumentError(f"Unknown training option(s) {unknown}; known: {sorted(known)}.")
+        missing = [name for name in ("data", "out") if not values.get(name)]
+        if missing:
+            raise InvalidArgumentError(
+                f"Training needs {' and '.join(missing)} (on the command line or in the recipe)."
+            )
+        return cls(**values)
+
+    @classmethod
+    def from_recipe(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        """A config from the ``[train]`` table of a TOML recipe, with ``overrides`` winning.
+
+        Paths in the recipe are taken as written (relative to the working folder), the way
+        the same options on the command line are.
+        """
+        import tomllib
+
+        path = Path(path)
+        try:
+            recipe = tomllib.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise InvalidArgumentError(f"{path}: unreadable recipe ({exc}).") from exc
+        table = recipe.get("train")
+        if not isinstance(table, dict):
+            raise InvalidArgumentError(f"{path}: a recipe needs a [train] table.")
+        try:
+            return cls.create(**{**table, **overrides})
+        except InvalidArgumentError as exc:
+            raise InvalidArgumentError(f"{path}: {exc}") from exc
+
     def resolved(self) -> TrainConfig:
         """A copy with recipe defaults filled in and every value checked."""
         spec = get_spec(self.arch)
