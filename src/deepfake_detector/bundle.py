@@ -21,7 +21,7 @@ from torch import nn
 from .errors import BundleError, DeepfakeDetectorError
 from .preprocess import Preprocessing
 from .results import LABELS
-from .threshold import check_band
+from .threshold import Reencode, check_band, check_reencode
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -42,7 +42,9 @@ class BundleConfig:
 
     ``output`` is ``"logit_fake"`` when the network's logit is log-odds of fake, or
     ``"logit_real"`` when it is log-odds of real (the prototype's Keras model);
-    :meth:`p_fake_from_logits` hides the difference.
+    :meth:`p_fake_from_logits` hides the difference. ``uncertain`` holds the rule for
+    verdicts too fragile to give: ``band`` (see :func:`~deepfake_detector.threshold.label_for`)
+    and ``reencode`` (see :attr:`reencode`).
     """
 
     arch: str
@@ -65,12 +67,19 @@ class BundleConfig:
             raise BundleError(f"config threshold must lie in [0, 1]; got {self.threshold!r}.")
         try:
             check_band(self.uncertain.get("band", 0.0) if isinstance(self.uncertain, dict) else None)
+            self.reencode  # noqa: B018 - validate it now, so a bad bundle fails on load, not mid-run
         except DeepfakeDetectorError as exc:
             raise BundleError(f"config uncertain: {exc}") from exc
         if sorted(self.labels) != sorted(LABELS):
             raise BundleError(f"config labels must be {list(LABELS)} in some order; got {self.labels!r}.")
         if not isinstance(self.arch_kwargs, dict):
             raise BundleError(f"config arch_kwargs must be an object; got {self.arch_kwargs!r}.")
+
+    @property
+    def reencode(self) -> Reencode | None:
+        """The re-encoded copies an image's verdict must survive, from ``uncertain.reencode``
+        (absent or null: no check)."""
+        return check_reencode(self.uncertain.get("reencode"))
 
     def p_fake_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """Probability of fake from the network's raw output, whatever its orientation."""

@@ -207,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="B",
         help="label 'uncertain' when p_fake is within B of the threshold (default: the bundle's; 0: never)",
     )
+    p.add_argument(
+        "--reencode-check",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="label 'uncertain' when JPEG or rescaled copies of an image flip its verdict "
+        "(default: the bundle's uncertain.reencode)",
+    )
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--workers", type=_positive_int, help="decoding threads (default: CPU count)")
     _add_face_options(p)
@@ -358,6 +365,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             workers=args.workers,
             threshold=args.threshold,
             uncertain_band=args.uncertain_band,
+            reencode_check=args.reencode_check,
             faces=args.faces,
             aggregate=args.aggregate,
             sampling=sampling,

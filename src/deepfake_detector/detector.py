@@ -8,6 +8,11 @@ frame by frame: faces are linked into tracks and the video is judged on its trac
 ``predict`` takes one input; ``predict_many`` streams any number, decoding and finding
 faces in a thread pool while the model scores batches, and yields results in input
 order. A bad input becomes a failed Prediction naming the reason; the rest go on.
+
+An image's verdict is ``uncertain`` when its p_fake lies within the uncertain band of
+the threshold, or, with the re-encoding check on, when a re-encoded copy of the image
+(JPEG, rescaled) gets another label: the copies of each model input are made before
+preprocessing and scored in the same forward passes as the input itself.
 """
 
 from __future__ import annotations
@@ -32,11 +37,12 @@ from .errors import DeepfakeDetectorError, InvalidArgumentError
 from .face_crops import MIN_FACE, face_crops
 from .faces.base import FaceDetector
 from .faces.crop import CropSpec
-from .media.image import load_image
+from .media.image import encode_jpeg, load_image
 from .media.video import FrameSampling, is_video_path
 from .results import (
     FACE_SCORED,
     FACE_TOO_SMALL,
+    LABEL_UNCERTAIN,
     SCORED_FACES,
     SCORED_NOTHING,
     SCORED_WHOLE_IMAGE,
@@ -44,7 +50,7 @@ from .results import (
     FaceResult,
     Prediction,
 )
-from .threshold import check_band, confidence_for, label_for
+from .threshold import Reencode, check_band, confidence_for, label_for, label_under_copies
 from .verdict import aggregate_faces, check_aggregate
 from .video_judge import VideoProgress, judge_video
 
@@ -65,13 +71,23 @@ def source_name(source: Any) -> str | None:
 
 @dataclass
 class _Analysed:
-    """One image made ready for the model: its inputs and what each stands for."""
+    """One image made ready for the model: its inputs and what each stands for.
+
+    ``copies`` holds, per kind of re-encoded copy (see :class:`Reencode`), the copy of each
+    input, aligned with ``inputs``; empty when the re-encoding check is off.
+    """
 
     inputs: list[np.ndarray] = field(default_factory=list)
     faces: list[FaceResult] = field(default_factory=list)
     scored_on: str = SCORED_WHOLE_IMAGE
     note: str | None = None
     crops: list[tuple[str, np.ndarray]] = field(default_factory=list)  # kept only for an on_crop sink
+    copies: list[list[np.ndarray]] = field(default_factory=list)
+    flipped: list[str] = field(default_factory=list)  # the copies under which the image's verdict flips
+
+    def model_inputs(self) -> list[np.ndarray]:
+        """Everything the model scores for this image: the inputs, then each kind of copy."""
+        return self.inputs + [x for kind in self.copies for x in kind]
 
 
 @dataclass
@@ -93,6 +109,7 @@ class Options:
     keep_media: bool
     on_crop: CropSink | None
     band: float = 0.0
+    reencode: Reencode | None = None
 
 
 class Detector:
@@ -172,6 +189,7 @@ class Detector:
         keep_media: bool,
         on_crop: CropSink | None,
         uncertain_band: float | None = None,
+        reencode_check: bool | None = None,
     ) -> Options:
         if threshold is None:
             threshold = self.config.threshold
@@ -182,7 +200,15 @@ class Detector:
         if self.uses_faces(faces):
             self.face_detector  # noqa: B018 - build it now: a bad name or missing package fails once, here
         band = check_band(self.config.uncertain.get("band", 0.0) if uncertain_band is None else uncertain_band)
-        return Options(float(threshold), faces, check_aggregate(aggregate), keep_media, on_crop, band)
+        if reencode_check is None:
+            reencode = self.config.reencode
+        elif isinstance(reencode_check, bool):
+            reencode = (self.config.reencode or Reencode()) if reencode_check else None
+        else:
+            raise InvalidArgumentError(
+                f"The 'reencode_check' parameter must be True, False or None; got {reencode_check!r}."
+            )
+        return Options(float(threshold), faces, check_aggregate(aggregate), keep_media, on_crop, band, reencode)
 
     # ------------------------------------------------------------------ scoring
 
@@ -202,7 +228,7 @@ class Detector:
     def _analyse(self, image: np.ndarray, opts: Options, prefix: str = "") -> _Analysed:
         """Find and crop the faces of one image (or take it whole) and preprocess the model inputs."""
         if not self.uses_faces(opts.faces):
-            return _Analysed(inputs=[self.preprocessing(image)])
+            return self._with_input(_Analysed(), image, opts)
         out = _Analysed(scored_on=SCORED_FACES)
         found = face_crops(image, self.face_detector, self.preprocessing.crop or CropSpec(), self.min_face)
         for i, (box, crop) in enumerate(found):
@@ -210,43 +236,70 @@ class Detector:
             if crop is None:
                 result.status = FACE_TOO_SMALL
             else:
-                out.inputs.append(self.preprocessing(crop))
+                self._with_input(out, crop, opts)
                 if opts.on_crop is not None:
                     out.crops.append((f"{prefix}face{i}", crop))
             out.faces.append(result)
         if not out.faces:
             if opts.faces == "only":
                 return _Analysed(scored_on=SCORED_NOTHING, note="no face found")
-            return _Analysed(inputs=[self.preprocessing(image)], note="no face found; the whole image was scored")
+            return self._with_input(_Analysed(note="no face found; the whole image was scored"), image, opts)
         if not out.inputs:
             out.scored_on = SCORED_NOTHING
             out.note = f"{len(out.faces)} face(s) found, all under {self.min_face} px: too small to judge"
         return out
 
+    def _with_input(self, analysed: _Analysed, pixels: np.ndarray, opts: Options) -> _Analysed:
+        """Add one model input (a face crop or a whole image) and, with the re-encoding check
+        on, its re-encoded copies, made from the uint8 pixels as an upload would be."""
+        analysed.inputs.append(self.preprocessing(pixels))
+        if opts.reencode is not None:
+            copies = reencoded_copies(pixels, opts.reencode)
+            if not analysed.copies:
+                analysed.copies = [[] for _ in copies]
+            for kind, copy in zip(analysed.copies, copies):
+                kind.append(self.preprocessing(copy))
+        return analysed
+
     def _apply_scores(
         self, analysed: _Analysed, scores: np.ndarray, opts: Options, name: str | None = None
     ) -> float | None:
         """Write face scores into the faces, hand the scored crops to ``on_crop`` (on the
-        calling thread), and return the image's p_fake (None if nothing was judged)."""
+        calling thread), and return the image's p_fake (None if nothing was judged).
+
+        ``scores`` are those of ``analysed.model_inputs()``. With copies, a face whose label
+        some copy of its crop does not share becomes uncertain, and ``analysed.flipped``
+        names the copies whose aggregate p_fake, taken over faces as the image's is, gets
+        another label than the image's.
+        """
         if opts.on_crop is not None:
             for crop_name, crop in analysed.crops:
                 opts.on_crop(name, crop_name, crop)
             analysed.crops.clear()
-        if analysed.scored_on == SCORED_WHOLE_IMAGE:
-            return float(scores[0])
         if analysed.scored_on == SCORED_NOTHING:
             return None
-        it = iter(scores)
-        for face in analysed.faces:
-            if face.status == FACE_SCORED:
-                face.p_fake = float(next(it))
-                face.label = label_for(face.p_fake, opts.threshold, opts.band)
-        return aggregate_faces([f.p_fake for f in analysed.faces if f.p_fake is not None], opts.aggregate)
+        n = len(analysed.inputs)
+        own, copies = scores[:n], scores[n:].reshape(len(analysed.copies), n)
+        names = opts.reencode.names if opts.reencode is not None else []
+        if analysed.scored_on == SCORED_WHOLE_IMAGE:
+            p, copy_p = float(own[0]), copies[:, 0]
+        else:
+            scored = [face for face in analysed.faces if face.status == FACE_SCORED]
+            for face, p_face, p_copies in zip(scored, own, copies.T):
+                face.p_fake = float(p_face)
+                face.label = label_under_copies(face.p_fake, p_copies, names, opts.threshold, opts.band)[0]
+            p = aggregate_faces(own, opts.aggregate)
+            copy_p = np.array([aggregate_faces(kind, opts.aggregate) for kind in copies])
+        analysed.flipped = label_under_copies(p, copy_p, names, opts.threshold, opts.band)[1]
+        return p
 
-    def _prediction(self, path: str | None, p: float | None, seconds: float, opts: Options, **extra: Any) -> Prediction:
+    def _prediction(
+        self, path: str | None, p: float | None, seconds: float, opts: Options, flips: bool = False, **extra: Any
+    ) -> Prediction:
+        """The Prediction for a p_fake; ``flips``: a re-encoded copy got another label, so uncertain."""
         return Prediction(
             path=path,
-            label=None if p is None else label_for(p, opts.threshold, opts.band),
+            label=None if p is None else LABEL_UNCERTAIN if flips else label_for(p, opts.threshold, opts.band),
             p_fake=p,
             confidence=None if p is None else float(confidence_for(p, opts.threshold)),
             seconds=seconds,
@@ -267,33 +320,45 @@ class Detector:
         sampling: FrameSampling | None = None,
         keep_media: bool = False,
         uncertain_band: float | None = None,
+        reencode_check: bool | None = None,
     ) -> Prediction:
         """Judge one image (path, bytes, PIL image or ``HxWx3`` uint8 RGB array) or one video path.
 
         ``uncertain_band`` overrides the bundle's: a p_fake closer to the threshold than
-        this is labelled ``"uncertain"``. Bad input raises a
+        this is labelled ``"uncertain"``. ``reencode_check`` overrides the bundle's
+        ``uncertain.reencode``: True labels an image (or face) ``"uncertain"`` when a
+        re-encoded copy of it gets another label (the bundle's copies, else JPEG q75 and
+        q95 and rescales by 0.5 and 0.75), and ``note`` names the copies; False turns the
+        check off; p_fake is the input's own either way. Videos use the band only: their
+        verdict already rests on several frames, and the copies would multiply the model's
+        work on every frame. Bad input raises a
         :class:`~deepfake_detector.errors.DeepfakeDetectorError` naming the input and the reason.
         """
-        opts = self._options(threshold, faces, aggregate, keep_media, None, uncertain_band)
+        opts = self._options(threshold, faces, aggregate, keep_media, None, uncertain_band, reencode_check)
         if _is_video(source):
             return judge_video(self, str(source), opts, sampling or FrameSampling(), batch_size=32, progress=None)
         started = time.perf_counter()
         image = load_image(source)
         analysed = self._analyse(image, opts)
-        p = self._apply_scores(analysed, self._p_fake(analysed.inputs), opts, source_name(source))
+        p = self._apply_scores(analysed, self._p_fake(analysed.model_inputs()), opts, source_name(source))
         return self._image_prediction(_Item(source, analysed, None, 0.0, image), p, time.perf_counter() - started, opts)
 
     def _image_prediction(self, item: _Item, p: float | None, seconds: float, opts: Options) -> Prediction:
         analysed = item.analysed
         assert analysed is not None
         artifacts = Artifacts(images=[("image", item.image, analysed.faces)]) if opts.keep_media else None
+        note = analysed.note
+        if analysed.flipped:
+            flips = f"uncertain: the verdict flips under {', '.join(analysed.flipped)}"
+            note = flips if note is None else f"{note}; {flips}"
         return self._prediction(
             source_name(item.source),
             p,
             seconds,
             opts,
+            bool(analysed.flipped),
             scored_on=analysed.scored_on,
-            note=analysed.note,
+            note=note,
             faces=analysed.faces,
             artifacts=artifacts,
         )
@@ -330,6 +395,7 @@ class Detector:
         on_crop: CropSink | None = None,
         video_progress: VideoProgress | None = None,
         uncertain_band: float | None = None,
+        reencode_check: bool | None = None,
     ) -> Iterator[Prediction]:
         """Judge many inputs, images and videos mixed, yielding one Prediction each, in input order.
 
@@ -338,10 +404,12 @@ class Detector:
         frame. ``loader`` turns an image source into an array (evaluation's laundering
         passes its own). ``keep_media`` attaches the decoded image (or a video's most
         suspicious frames) as ``Prediction.artifacts``; ``on_crop(path, name, crop)``
-        receives every face crop that is scored. Inputs that fail come back as failed
+        receives every face crop that is scored. ``uncertain_band`` and ``reencode_check``
+        are as in :meth:`predict`; the re-encoded copies are scored in the same batches,
+        and count towards ``batch_size``. Inputs that fail come back as failed
         Predictions with the reason; nothing is raised for them.
         """
-        opts = self._options(threshold, faces, aggregate, keep_media, on_crop, uncertain_band)
+        opts = self._options(threshold, faces, aggregate, keep_media, on_crop, uncertain_band, reencode_check)
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidArgumentError(
                 f"The 'batch_size' parameter must be an integer of at least 1; got {batch_size!r}."
@@ -395,14 +463,14 @@ class Detector:
                     continue
                 item = job.result()
                 batch.append(item)
-                n_inputs += len(item.analysed.inputs) if item.analysed else 0
+                n_inputs += len(item.analysed.model_inputs()) if item.analysed else 0
                 if n_inputs >= batch_size or not pending:
                     yield from self._finish(batch, opts)
                     batch, n_inputs = [], 0
             yield from self._finish(batch, opts)
 
     def _finish(self, batch: list[_Item], opts: Options) -> Iterator[Prediction]:
-        inputs = [x for item in batch if item.analysed for x in item.analysed.inputs]
+        inputs = [x for item in batch if item.analysed for x in item.analysed.model_inputs()]
         started = time.perf_counter()
         scores = self._p_fake(inputs)
         per_input = (time.perf_counter() - started) / max(len(inputs), 1)
@@ -413,7 +481,7 @@ class Detector:
                     source_name(item.source), item.error or "unknown error", item.seconds, self.name
                 )
                 continue
-            n = len(item.analysed.inputs)
+            n = len(item.analysed.model_inputs())
             p = self._apply_scores(item.analysed, scores[offset : offset + n], opts, source_name(item.source))
             offset += n
             yield self._image_prediction(item, p, item.seconds + per_input * n, opts)
@@ -451,6 +519,19 @@ class Detector:
             "trained_on": training.get("data", training.get("imported_from", "unknown")),
             "validation_roc_auc_score": validation.get("roc_auc_score"),
         }
+
+
+def reencoded_copies(pixels: np.ndarray, reencode: Reencode) -> list[np.ndarray]:
+    """The copies of ``HxWx3`` uint8 ``pixels`` a verdict must survive, in ``reencode.names``
+    order: JPEG-encoded and decoded at each quality, then shrunk by each scale and enlarged
+    back to the same size (bilinear), as uploads are laundered."""
+    copies = [load_image(encode_jpeg(pixels, q), name="<re-encoded copy>") for q in reencode.jpeg_qualities]
+    picture = Image.fromarray(np.ascontiguousarray(pixels))
+    width, height = picture.size
+    for scale in reencode.scales:
+        small = picture.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR)
+        copies.append(np.asarray(small.resize((width, height), Image.Resampling.BILINEAR)))
+    return copies
 
 
 def _is_video(source: Any) -> bool:

@@ -56,7 +56,12 @@ def score_samples(
     loader = _laundered if launder else load_image
     y, p, groups, errors = [], [], [], []
     results = detector.predict_many(
-        (s.path for s in samples), batch_size=batch_size, workers=workers, loader=loader, faces=faces
+        (s.path for s in samples),
+        batch_size=batch_size,
+        workers=workers,
+        loader=loader,
+        faces=faces,
+        reencode_check=False,  # metrics use p_fake only: the re-encoded copies would be work for nothing
     )
     for sample, pred in tqdm(
         zip(samples, results), total=len(samples), desc=desc, disable=not progress, file=sys.stderr, leave=False

@@ -5,6 +5,9 @@ Kept in one place so that train, evaluate, predict and every front end agree.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Sequence
+
 import numpy as np
 
 from .errors import InvalidArgumentError
@@ -31,6 +34,57 @@ def check_band(band: float) -> float:
     if isinstance(band, bool) or not isinstance(band, (int, float)) or not 0.0 <= band < 0.5:
         raise InvalidArgumentError(f"The uncertain band must be a number in [0, 0.5); got {band!r}.")
     return float(band)
+
+
+@dataclass(frozen=True)
+class Reencode:
+    """The re-encoded copies a verdict must survive: JPEG at each quality, and a down-scale
+    by each factor then back up. A verdict that one of them flips is too fragile to give."""
+
+    jpeg_qualities: tuple[int, ...] = (75, 95)
+    scales: tuple[float, ...] = (0.5, 0.75)
+
+    @property
+    def names(self) -> list[str]:
+        """One name per copy, in the order copies are made: what a note says flipped."""
+        return [f"JPEG q{q}" for q in self.jpeg_qualities] + [f"rescale {s:g}x" for s in self.scales]
+
+
+def check_reencode(spec: Any) -> Reencode | None:
+    """The bundle's ``uncertain.reencode``: ``None`` (off) or an object with ``jpeg_qualities``
+    (integers 1..100) and ``scales`` (numbers in (0, 1]); a missing key makes no copy of that kind."""
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or set(spec) - {"jpeg_qualities", "scales"}:
+        raise InvalidArgumentError(
+            f"reencode must be null or an object with 'jpeg_qualities' and 'scales'; got {spec!r}."
+        )
+    qualities, scales = spec.get("jpeg_qualities", []), spec.get("scales", [])
+    if not isinstance(qualities, list) or not all(_is_number(q, int) and 1 <= q <= 100 for q in qualities):
+        raise InvalidArgumentError(f"reencode jpeg_qualities must be a list of integers 1..100; got {qualities!r}.")
+    if not isinstance(scales, list) or not all(_is_number(s, (int, float)) and 0 < s <= 1 for s in scales):
+        raise InvalidArgumentError(f"reencode scales must be a list of numbers in (0, 1]; got {scales!r}.")
+    if not qualities and not scales:
+        raise InvalidArgumentError("reencode must name at least one copy (jpeg_qualities or scales); use null for off.")
+    return Reencode(tuple(int(q) for q in qualities), tuple(float(s) for s in scales))
+
+
+def label_under_copies(
+    p_fake: float, copies_p_fake: Sequence[float], names: Sequence[str], threshold: float, band: float = 0.0
+) -> tuple[str, list[str]]:
+    """The label of one score given its re-encoded copies' scores, and the names of the
+    copies whose label differs: a verdict some copy does not share is ``"uncertain"``, as
+    an upload's re-encoding could flip it. One already uncertain has no verdict to flip."""
+    label = label_for(p_fake, threshold, band)
+    if label == LABEL_UNCERTAIN:
+        return label, []
+    flips = [name for name, p in zip(names, copies_p_fake) if label_for(float(p), threshold, band) != label]
+    return (LABEL_UNCERTAIN if flips else label), flips
+
+
+def _is_number(value: Any, kinds: type | tuple[type, ...]) -> bool:
+    """An instance of ``kinds`` but no bool: JSON true is a mistake in a list of numbers, not a 1."""
+    return isinstance(value, kinds) and not isinstance(value, bool)
 
 
 def confidence_for(p_fake: float, threshold: float) -> float:

@@ -3,13 +3,16 @@
 Frames are decoded one at a time; model inputs are batched across frames; only small
 per-frame records (boxes and scores) are kept, plus, when asked, the few most
 suspicious frames, so memory does not grow with the video's length. The verdict rule
-lives in :mod:`deepfake_detector.verdict`.
+lives in :mod:`deepfake_detector.verdict`. The uncertain rule is the band alone: the
+re-encoding check is not run on frames, as a video's verdict already rests on several
+frames, and re-encoded copies of every face would multiply the model's work.
 """
 
 from __future__ import annotations
 
 import heapq
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -79,6 +82,7 @@ def judge_video(
 ) -> Prediction:
     """The Prediction for one video file (raises typed errors for unreadable ones)."""
     started = time.perf_counter()
+    opts = replace(opts, reencode=None)  # the band only: see the module's docstring
     info = probe_video(path)
     expected = expected_frames(info.frame_count, info.fps, sampling)
     uses_faces = detector.uses_faces(opts.faces)
