@@ -428,35 +428,13 @@ def _cmd_crop_faces(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if report.failed else EXIT_OK
 
 
-_TRAIN_OPTIONS = (
-    "data",
-    "out",
-    "arch",
-    "epochs",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "optimizer",
-    "schedule",
-    "augment",
-    "val_dir",
-    "val_fraction",
-    "seed",
-    "patience",
-    "pretrained",
-    "imagenet_init",
-    "init_weights",
-    "workers",
-    "device",
-    "crop_margin",
-    "self_blend",
-)
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
     from .training import TrainConfig, train
 
-    given = {name: getattr(args, name) for name in _TRAIN_OPTIONS if getattr(args, name) is not None}
+    # Every TrainConfig field is a train option of the same name; only those given override.
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
     config = TrainConfig.from_recipe(args.recipe, **given) if args.recipe else TrainConfig.create(**given)
     bundle = train(config, resume=args.resume, progress=not args.quiet)
     print(bundle)

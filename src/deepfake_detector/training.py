@@ -44,25 +44,8 @@ EpochCallback = Callable[[int, dict[str, Any]], None]
 _OPTIMIZERS = ("adam", "adamw", "sgd")
 _SCHEDULES = ("cosine", "constant")
 # Changing one of these between an interrupted run and its resume would mix two runs.
-_RESUME_KEYS = (
-    "data",
-    "arch",
-    "epochs",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "optimizer",
-    "schedule",
-    "augment",
-    "val_dir",
-    "val_fraction",
-    "seed",
-    "pretrained",
-    "imagenet_init",
-    "init_weights",
-    "crop_margin",
-    "self_blend",
-)
+# Settings that may change between an interrupted run and its resume; all others must match.
+_FREE_ON_RESUME = ("out", "patience", "workers", "device")
 
 
 @dataclass
@@ -275,7 +258,9 @@ def train(
         _log(f"No interrupted run in {out}; starting from the beginning.", progress)
     if state is not None:
         saved = state["meta"]["config"]
-        diffs = [k for k in _RESUME_KEYS if saved.get(k) != getattr(cfg, k)]
+        diffs = [
+            f.name for f in fields(cfg) if f.name not in _FREE_ON_RESUME and saved.get(f.name) != getattr(cfg, f.name)
+        ]
         if diffs:
             raise InvalidArgumentError(
                 f"{out}: cannot resume with different settings ({', '.join(diffs)}); "
