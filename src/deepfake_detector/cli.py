@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="measure a trained detector on labelled data; writes report.md and plots")
     p.add_argument("data", metavar="DATA", help="folder with real/ and fake/ subfolders, or a CSV manifest")
-    p.add_argument("--model", required=True, help="bundle folder")
+    p.add_argument("--model", help="bundle or ensemble folder (default: the shipped detector)")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--launder", action="store_true", help="also score a copy shrunk to 512 px and re-saved as JPEG q80")
     p.add_argument(
@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="judge images and videos: files, folders (recursive) and globs")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, folders or glob patterns")
-    p.add_argument("--model", required=True, help="bundle folder")
+    p.add_argument("--model", help="bundle or ensemble folder (default: the shipped detector)")
     p.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
     p.add_argument("--output", "-o", help="write results to this file instead of stdout")
     p.add_argument("--threshold", type=_probability, help="override the bundle's threshold")
@@ -249,6 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("h5", metavar="MODEL.h5")
     p.add_argument("--out", required=True, help="output bundle folder")
     p.add_argument("--threshold", type=_probability, default=0.5)
+
+    p = sub.add_parser(
+        "rebuild", help="rebuild the shipped detector from the research sets: crop, split, train, calibrate"
+    )
+    p.add_argument("--recipe", default="recipes/default.toml", help="TOML recipe (default: recipes/default.toml)")
+    p.add_argument("--data", help="folder holding the sets (default: the recipe's [data] root)")
+    p.add_argument("--work", help="working folder for crops, manifests and the bundle (default: the recipe's)")
+    p.add_argument("--install", action="store_true", help="copy the result into the package as the shipped detector")
 
     p = sub.add_parser("demo", help="train a small model on generated images, evaluate it and predict with it")
     p.add_argument("--out", default="demo-output", help="working folder (default: demo-output)")
@@ -335,7 +343,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .media.files import expand_inputs
 
     sampling = _sampling(args)
-    detector = Detector.load(args.model, face_detector=args.face_detector, **_min_face(args))
+    detector = Detector.load(_model_dir(args.model), face_detector=args.face_detector, **_min_face(args))
     paths = expand_inputs(args.inputs)
     if not paths:
         print("error: no images or videos found in the given inputs.", file=sys.stderr)
@@ -446,7 +454,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .report import format_value
 
     result = evaluate(
-        args.model,
+        _model_dir(args.model),
         args.data,
         args.out,
         launder=args.launder,
@@ -498,6 +506,20 @@ def _cmd_import_keras(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_rebuild(args: argparse.Namespace) -> int:
+    from .rebuild import rebuild
+
+    print(rebuild(args.recipe, data=args.data, work=args.work, do_install=args.install))
+    return EXIT_OK
+
+
+def _model_dir(model: str | None) -> str | Path:
+    """The ``--model`` given, or the detector shipped inside the package."""
+    from .shipped import default_model_dir
+
+    return model if model else default_model_dir()
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -513,6 +535,7 @@ _COMMANDS = {
     "import-keras": _cmd_import_keras,
     "crop-faces": _cmd_crop_faces,
     "demo": _cmd_demo,
+    "rebuild": _cmd_rebuild,
 }
 
 

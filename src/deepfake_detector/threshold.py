@@ -92,15 +92,19 @@ def confidence_for(p_fake: float, threshold: float) -> float:
     return p_fake if is_fake(p_fake, threshold) else 1.0 - p_fake
 
 
-def choose_threshold(y_true: np.ndarray, p_fake: np.ndarray) -> float:
+def choose_threshold(y_true: np.ndarray, p_fake: np.ndarray, max_fpr: float | None = None) -> float:
     """The threshold that maximises balanced accuracy (Youden's J) on validation scores.
 
     Balanced accuracy rather than accuracy, so that class imbalance in the validation set
-    does not push every verdict towards the larger class. The threshold sits midway
-    between the two neighbouring scores it separates, so rounding cannot move a
+    does not push every verdict towards the larger class. With ``max_fpr``, only thresholds
+    that call at most that share of validation reals fake are candidates: a tool whose
+    false alarms land on real people's photos should bound them first. The threshold sits
+    midway between the two neighbouring scores it separates, so rounding cannot move a
     validation image across it. Among equally good thresholds the one nearest 0.5 wins.
     Falls back to 0.5 when the validation data hold only one class.
     """
+    if max_fpr is not None and not 0.0 <= max_fpr <= 1.0:
+        raise InvalidArgumentError(f"max_fpr must lie in [0, 1]; got {max_fpr!r}.")
     from sklearn.metrics import roc_curve
 
     y_true = np.asarray(y_true).astype(int)
@@ -111,6 +115,18 @@ def choose_threshold(y_true: np.ndarray, p_fake: np.ndarray) -> float:
     # cuts[0] is +inf (nothing called fake); cuts[i] is the i-th highest distinct score.
     below = np.append(cuts[1:], 0.0)
     midpoints = np.where(np.isinf(cuts), 1.0, (np.minimum(cuts, 1.0) + below) / 2.0)
-    j = tpr - fpr
+    j = np.where(fpr <= max_fpr + 1e-12, tpr - fpr, -np.inf) if max_fpr is not None else tpr - fpr
     best = np.flatnonzero(j >= j.max() - 1e-12)
     return float(midpoints[best[np.argmin(np.abs(midpoints[best] - DEFAULT_THRESHOLD))]])
+
+
+def choose_band(p_fake: np.ndarray, threshold: float, share: float) -> float:
+    """The uncertain band's half-width that holds ``share`` of the validation scores: the
+    verdicts nearest the threshold, where validation errors crowd, are reported as uncertain.
+    Capped below 0.5, the widest band :func:`check_band` accepts."""
+    if not 0.0 <= share < 1.0:
+        raise InvalidArgumentError(f"The uncertain share must lie in [0, 1); got {share!r}.")
+    distances = np.abs(np.asarray(p_fake, dtype=float) - threshold)
+    if share == 0.0 or distances.size == 0:
+        return 0.0
+    return float(min(np.quantile(distances, share), 0.499))
