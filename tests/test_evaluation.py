@@ -82,7 +82,7 @@ def test_threshold_override_changes_labels_not_scores(
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     from deepfake_detector.cli import main
 
-    assert main(["demo", "--out", str(tmp_path / "demo"), "--epochs", "1"]) == 0
+    assert main(["demo", "--train", "--out", str(tmp_path / "demo"), "--epochs", "1"]) == 0
     assert (tmp_path / "demo" / "model" / "model.safetensors").is_file()
     assert (tmp_path / "demo" / "report" / "report.md").is_file()
     assert Image.open(tmp_path / "demo" / "report" / "roc_curve_as_is.png").size[0] > 100

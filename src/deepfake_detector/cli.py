@@ -28,6 +28,7 @@ examples:
   deepfake-detector predict photo.jpg more_photos/ --model runs/seed --format csv --output results.csv
   deepfake-detector models
   deepfake-detector import-keras prototype.h5 --out runs/prototype
+  deepfake-detector ensemble runs/seed runs/other --val VAL_DIR --combine logistic --out runs/ensemble
 
 DATA_DIR holds 'real' and 'fake' subfolders (any letter case, images at any depth;
 the first folder below them is the group, e.g. fake/Deepfakes/x.jpg), or is a CSV
@@ -230,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="write each image (or a video's most suspicious frames and its timeline) with boxes and scores",
     )
+    p.add_argument(
+        "--explain",
+        metavar="DIR",
+        help="write a Grad-CAM heat map over each scored face (or whole image) to DIR, one PNG each",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
     p = sub.add_parser("crop-faces", help="turn a real/fake folder of images and videos into a folder of face crops")
@@ -258,9 +264,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", help="working folder for crops, manifests and the bundle (default: the recipe's)")
     p.add_argument("--install", action="store_true", help="copy the result into the package as the shipped detector")
 
-    p = sub.add_parser("demo", help="train a small model on generated images, evaluate it and predict with it")
-    p.add_argument("--out", default="demo-output", help="working folder (default: demo-output)")
-    p.add_argument("--epochs", type=_positive_int, default=6)
+    p = sub.add_parser(
+        "ensemble", help="combine bundles into one detector: mean or logistic, fitted on validation data"
+    )
+    p.add_argument("bundles", nargs="+", metavar="BUNDLE", help="member bundle folders")
+    p.add_argument(
+        "--val",
+        required=True,
+        metavar="DATA",
+        help="validation data (real/ and fake/ subfolders, or a CSV manifest), not the test data",
+    )
+    p.add_argument(
+        "--combine",
+        choices=["mean", "logistic"],
+        default="mean",
+        help="mean of p_fake, or a logistic regression on the members' logits (default: mean)",
+    )
+    p.add_argument("--out", required=True, help="output ensemble folder")
+    p.add_argument(
+        "--faces",
+        choices=["auto", "off"],
+        default="auto",
+        help="as in evaluate; use 'off' when DATA is a folder of face crops (from crop-faces)",
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--workers", type=_positive_int)
+    p.add_argument("--quiet", action="store_true", help="no progress or summary")
+
+    p = sub.add_parser(
+        "demo", help="judge your pictures (or a real photo and a fake made from it) with the shipped detector"
+    )
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="pictures or videos to judge (default: two samples)")
+    p.add_argument("--model", help="bundle or ensemble folder (default: the shipped detector)")
+    p.add_argument(
+        "--out", default="demo-output", help="folder for samples and annotated pictures (default: demo-output)"
+    )
+    p.add_argument(
+        "--train", action="store_true", help="instead: train a small model on generated pictures, evaluate and use it"
+    )
+    p.add_argument("--epochs", type=_positive_int, default=6, help="epochs of the --train demo")
     return parser
 
 
@@ -303,12 +345,13 @@ class _Writer:
 
 
 class _Outputs:
-    """Face crops and annotated pictures written beside a predict run."""
+    """Face crops, annotated pictures and Grad-CAM heat maps written beside a predict run."""
 
-    def __init__(self, crops: str | None, annotate: str | None) -> None:
+    def __init__(self, crops: str | None, annotate: str | None, explain: str | None = None) -> None:
         self.crops = Path(crops) if crops else None
         self.annotate = Path(annotate) if annotate else None
-        for folder in (self.crops, self.annotate):
+        self.explain = Path(explain) if explain else None
+        for folder in (self.crops, self.annotate, self.explain):
             if folder is not None:
                 try:
                     folder.mkdir(parents=True, exist_ok=True)
@@ -335,6 +378,16 @@ class _Outputs:
         if pred.video is not None and pred.threshold is not None:
             plot_video_timeline(pred.video, self.annotate / f"{stem}_timeline.png", pred.threshold)
 
+    def save_explained(self, pred: Prediction, explainer: Any) -> None:
+        """One Grad-CAM overlay PNG per scored face (or whole image) of each picture kept."""
+        if self.explain is None or pred.artifacts is None:
+            return
+        stem = _unique_stem(pred.path)
+        for picture, explanation in explainer.explain_prediction(pred):
+            prefix = "" if picture == "image" else f"{picture}_"
+            for heat in explanation.heat_maps:
+                heat.overlay().save(self.explain / f"{stem}_{prefix}{heat.name}_gradcam.png")
+
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
@@ -348,7 +401,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if not paths:
         print("error: no images or videos found in the given inputs.", file=sys.stderr)
         return EXIT_USAGE
-    outputs = _Outputs(args.save_crops, args.annotate)
+    outputs = _Outputs(args.save_crops, args.annotate, args.explain)
+    explainer = None
+    if outputs.explain is not None:
+        from .explain import Explainer
+
+        explainer = Explainer.for_detector(detector)
     try:
         out: IO[str] = open(args.output, "w", newline="") if args.output else sys.stdout
     except OSError as exc:
@@ -377,7 +435,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             faces=args.faces,
             aggregate=args.aggregate,
             sampling=sampling,
-            keep_media=outputs.annotate is not None,
+            keep_media=outputs.annotate is not None or outputs.explain is not None,
             on_crop=outputs.save_crop if outputs.crops is not None else None,
             video_progress=video_progress,
         )
@@ -388,6 +446,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 bar.close()
             writer.write(pred)
             outputs.save_annotated(pred)
+            outputs.save_explained(pred, explainer)
             if pred.ok:
                 n_ok += 1
                 n_fake += pred.label == "fake"
@@ -520,11 +579,31 @@ def _model_dir(model: str | None) -> str | Path:
     return model if model else default_model_dir()
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from .ensembling import build_ensemble
 
-    run_demo(args.out, epochs=args.epochs)
+    out = build_ensemble(
+        args.bundles,
+        args.val,
+        args.out,
+        combine=args.combine,
+        faces=args.faces,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    print(out)
     return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo, train_demo
+
+    if args.train:
+        train_demo(args.out, epochs=args.epochs)
+        return EXIT_OK
+    preds = run_demo(args.images, args.out, model=args.model)
+    return EXIT_OK if all(p.ok for p in preds) else EXIT_PARTIAL
 
 
 _COMMANDS = {
@@ -533,6 +612,7 @@ _COMMANDS = {
     "predict": _cmd_predict,
     "models": _cmd_models,
     "import-keras": _cmd_import_keras,
+    "ensemble": _cmd_ensemble,
     "crop-faces": _cmd_crop_faces,
     "demo": _cmd_demo,
     "rebuild": _cmd_rebuild,
