@@ -21,7 +21,7 @@ from torch import nn
 from .errors import BundleError, DeepfakeDetectorError
 from .preprocess import Preprocessing
 from .results import LABELS
-from .threshold import Reencode, check_band, check_reencode
+from .threshold import Reencode, check_reencode, check_uncertain
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -66,8 +66,7 @@ class BundleConfig:
         if not 0.0 <= float(self.threshold) <= 1.0:
             raise BundleError(f"config threshold must lie in [0, 1]; got {self.threshold!r}.")
         try:
-            check_band(self.uncertain.get("band", 0.0) if isinstance(self.uncertain, dict) else None)
-            self.reencode  # noqa: B018 - validate it now, so a bad bundle fails on load, not mid-run
+            check_uncertain(self.uncertain)  # now, so a bad bundle fails on load, not mid-run
         except DeepfakeDetectorError as exc:
             raise BundleError(f"config uncertain: {exc}") from exc
         if sorted(self.labels) != sorted(LABELS):

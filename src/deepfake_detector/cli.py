@@ -303,6 +303,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--train", action="store_true", help="instead: train a small model on generated pictures, evaluate and use it"
     )
     p.add_argument("--epochs", type=_positive_int, default=6, help="epochs of the --train demo")
+
+    p = sub.add_parser("app", help="start the web page (Streamlit) to judge uploaded pictures and videos")
+    p.add_argument("--port", type=_positive_int, help="port to serve on (default: Streamlit's, 8501)")
+    p.add_argument(
+        "--models",
+        metavar="DIR",
+        help="a bundle folder, or a folder of bundles, to offer beside the shipped detector",
+    )
+    p.add_argument("--max-upload-mb", type=_positive_int, default=200, help="largest upload accepted (default 200)")
     return parser
 
 
@@ -606,6 +615,27 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if all(p.ok for p in preds) else EXIT_PARTIAL
 
 
+def _cmd_app(args: argparse.Namespace) -> int:
+    import importlib.util
+    import subprocess
+
+    from .app import launch_command
+    from .errors import MissingDependencyError
+
+    if args.models is not None and not Path(args.models).is_dir():
+        raise InvalidArgumentError(f"{args.models}: model folder not found.")
+    if importlib.util.find_spec("streamlit") is None:
+        raise MissingDependencyError(
+            "The web page",
+            "streamlit",
+            "pip install 'deepfake-detector[app]'",
+            ImportError("No module named 'streamlit'"),
+        )
+    command, env = launch_command(args.port, args.models, args.max_upload_mb)
+    print(f"starting the page: {' '.join(command)}", file=sys.stderr)
+    return subprocess.run(command, env=env, check=False).returncode
+
+
 _COMMANDS = {
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
@@ -615,6 +645,7 @@ _COMMANDS = {
     "ensemble": _cmd_ensemble,
     "crop-faces": _cmd_crop_faces,
     "demo": _cmd_demo,
+    "app": _cmd_app,
     "rebuild": _cmd_rebuild,
 }
 

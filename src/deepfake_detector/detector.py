@@ -13,6 +13,10 @@ An image's verdict is ``uncertain`` when its p_fake lies within the uncertain ba
 the threshold, or, with the re-encoding check on, when a re-encoded copy of the image
 (JPEG, rescaled) gets another label: the copies of each model input are made before
 preprocessing and scored in the same forward passes as the input itself.
+
+A Detector may hold an ensemble (see :mod:`deepfake_detector.ensemble`): faces are found
+and cropped once, every member scores each crop after its own preprocessing, and the
+members' scores combine into the one ``p_fake`` that everything above uses.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Union
+from typing import Any, Callable, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 import torch
@@ -33,6 +37,7 @@ from torch import nn
 
 from .bundle import BundleConfig, load_bundle
 from .devices import pick_device
+from .ensemble import EnsembleConfig, Member, is_ensemble, load_ensemble
 from .errors import DeepfakeDetectorError, InvalidArgumentError
 from .face_crops import MIN_FACE, face_crops
 from .faces.base import FaceDetector
@@ -57,6 +62,8 @@ from .video_judge import VideoProgress, judge_video
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 Loader = Callable[[Any], np.ndarray]
 CropSink = Callable[[str | None, str, np.ndarray], None]
+# One preprocessed model input: an array, or one array per distinct preprocessing of an ensemble's members.
+ModelInput = Union[np.ndarray, tuple[np.ndarray, ...]]
 
 FACE_MODES = ("auto", "off", "only")
 MAX_MODEL_BATCH = 64  # inputs per forward pass, however many faces one picture holds
@@ -77,15 +84,15 @@ class _Analysed:
     input, aligned with ``inputs``; empty when the re-encoding check is off.
     """
 
-    inputs: list[np.ndarray] = field(default_factory=list)
+    inputs: list[ModelInput] = field(default_factory=list)
     faces: list[FaceResult] = field(default_factory=list)
     scored_on: str = SCORED_WHOLE_IMAGE
     note: str | None = None
     crops: list[tuple[str, np.ndarray]] = field(default_factory=list)  # kept only for an on_crop sink
-    copies: list[list[np.ndarray]] = field(default_factory=list)
+    copies: list[list[ModelInput]] = field(default_factory=list)
     flipped: list[str] = field(default_factory=list)  # the copies under which the image's verdict flips
 
-    def model_inputs(self) -> list[np.ndarray]:
+    def model_inputs(self) -> list[ModelInput]:
         """Everything the model scores for this image: the inputs, then each kind of copy."""
         return self.inputs + [x for kind in self.copies for x in kind]
 
@@ -113,27 +120,55 @@ class Options:
 
 
 class Detector:
-    """A model bundle ready to score images and videos.
+    """A model bundle, or an ensemble of bundles, ready to score images and videos.
 
     Safe to share between threads: per-call choices (threshold, face mode) are arguments,
     never state, and the face detector is created once under a lock.
+
+    ``config`` is the bundle's config, or an ensemble's ``ensemble.json``: either way it
+    holds the threshold, the uncertain rule, the metrics and the training description of
+    the ``p_fake`` this Detector gives. ``members`` holds each network with its bundle
+    config (a bundle's Detector has one); ``model`` is the bundle's network, or an
+    ``nn.ModuleList`` of the members'. ``preprocessing`` is the bundle's, or the first
+    member's for an ensemble, whose crop and face detector all members share.
     """
 
     def __init__(
         self,
-        config: BundleConfig,
-        model: nn.Module,
+        config: BundleConfig | EnsembleConfig,
+        model: nn.Module | None = None,
         *,
+        members: Sequence[Member] = (),
         device: str | torch.device = "cpu",
         name: str | None = None,
         face_detector: str | FaceDetector = "auto",
         min_face: int = MIN_FACE,
     ) -> None:
+        if isinstance(config, EnsembleConfig):
+            if model is not None or len(members) != len(config.members):
+                raise InvalidArgumentError(
+                    f"An ensemble's Detector takes one member per name in its config ({len(config.members)}) "
+                    f"and no model; got {len(members)} member(s){' and a model' if model is not None else ''}."
+                )
+            self.name = name or config.name or "ensemble"
+            self.members = list(members)
+            model = nn.ModuleList(m.model for m in self.members)
+        else:
+            if model is None or members:
+                raise InvalidArgumentError("A bundle's Detector takes its model and no members.")
+            self.name = name or config.name or config.arch
+            self.members = [Member(self.name, config, model)]
         self.config = config
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
-        self.name = name or config.name or config.arch
-        self.preprocessing = config.preprocessing
+        self.preprocessing = self.members[0].config.preprocessing
+        # Members with equal preprocessing share one preprocessed copy of each input.
+        self._transforms = list(dict.fromkeys(m.config.preprocessing for m in self.members))
+        self._transform_of = [self._transforms.index(m.config.preprocessing) for m in self.members]
+        self._model_input: Callable[[np.ndarray], ModelInput] = (
+            self._transforms[0] if len(self._transforms) == 1 else self._each_transform
+        )
+        self._combine = config.combine_scores if isinstance(config, EnsembleConfig) else None
         self.min_face = min_face
         self._face_detector_choice = face_detector
         self._face_detector: FaceDetector | None = None if isinstance(face_detector, str) else face_detector
@@ -148,13 +183,21 @@ class Detector:
         face_detector: str | FaceDetector = "auto",
         min_face: int = MIN_FACE,
     ) -> Detector:
-        """Load a bundle folder (``config.json`` + ``model.safetensors``)."""
-        config, model = load_bundle(bundle_dir)
-        if face_detector == "auto" and config.preprocessing.face_detector:
-            face_detector = config.preprocessing.face_detector  # the detector the training crops came from
+        """Load a bundle folder (``config.json`` + ``model.safetensors``) or an ensemble
+        folder (``ensemble.json`` + one bundle folder per member)."""
+        config: BundleConfig | EnsembleConfig
+        if is_ensemble(bundle_dir):
+            config, members = load_ensemble(bundle_dir)
+            model, preprocessing = None, members[0].config.preprocessing
+        else:
+            config, model = load_bundle(bundle_dir)
+            members, preprocessing = [], config.preprocessing
+        if face_detector == "auto" and preprocessing.face_detector:
+            face_detector = preprocessing.face_detector  # the detector the training crops came from
         return cls(
             config,
             model,
+            members=members,
             device=pick_device(device),
             name=config.name or Path(bundle_dir).name,
             face_detector=face_detector,
@@ -214,15 +257,32 @@ class Detector:
 
     def score_batch(self, images: list[np.ndarray]) -> np.ndarray:
         """``p_fake`` for already decoded ``HxWx3`` uint8 images, each taken whole."""
-        return self._p_fake([self.preprocessing(im) for im in images])
+        return self._p_fake([self._model_input(im) for im in images])
+
+    def _each_transform(self, pixels: np.ndarray) -> tuple[np.ndarray, ...]:
+        """An ensemble's model input: ``pixels`` after each distinct preprocessing of its members."""
+        return tuple(transform(pixels) for transform in self._transforms)
 
     @torch.inference_mode()
-    def _p_fake(self, inputs: list[np.ndarray]) -> np.ndarray:
-        """``p_fake`` for preprocessed ``3xSxS`` arrays, in forward passes of at most MAX_MODEL_BATCH."""
+    def _p_fake(self, inputs: list[ModelInput]) -> np.ndarray:
+        """``p_fake`` for model inputs (``3xSxS`` arrays, or tuples of them: see ``_model_input``),
+        in forward passes of at most MAX_MODEL_BATCH; an ensemble's members each score every
+        input, and their scores combine."""
         scores = [np.zeros(0)]
         for start in range(0, len(inputs), MAX_MODEL_BATCH):
-            x = torch.from_numpy(np.stack(inputs[start : start + MAX_MODEL_BATCH])).to(self.device)
-            scores.append(self.config.p_fake_from_logits(self.model(x)).cpu().numpy().astype(np.float64))
+            chunk = inputs[start : start + MAX_MODEL_BATCH]
+            if len(self._transforms) == 1:
+                batches = [torch.from_numpy(np.stack(chunk)).to(self.device)]
+            else:
+                batches = [
+                    torch.from_numpy(np.stack([x[k] for x in chunk])).to(self.device)
+                    for k in range(len(self._transforms))
+                ]
+            member_scores = [
+                m.config.p_fake_from_logits(m.model(batches[k])).cpu().numpy().astype(np.float64)
+                for m, k in zip(self.members, self._transform_of)
+            ]
+            scores.append(member_scores[0] if self._combine is None else self._combine(np.stack(member_scores)))
         return np.concatenate(scores)
 
     def _analyse(self, image: np.ndarray, opts: Options, prefix: str = "") -> _Analysed:
@@ -252,13 +312,13 @@ class Detector:
     def _with_input(self, analysed: _Analysed, pixels: np.ndarray, opts: Options) -> _Analysed:
         """Add one model input (a face crop or a whole image) and, with the re-encoding check
         on, its re-encoded copies, made from the uint8 pixels as an upload would be."""
-        analysed.inputs.append(self.preprocessing(pixels))
+        analysed.inputs.append(self._model_input(pixels))
         if opts.reencode is not None:
             copies = reencoded_copies(pixels, opts.reencode)
             if not analysed.copies:
                 analysed.copies = [[] for _ in copies]
             for kind, copy in zip(analysed.copies, copies):
-                kind.append(self.preprocessing(copy))
+                kind.append(self._model_input(copy))
         return analysed
 
     def _apply_scores(
@@ -506,19 +566,37 @@ class Detector:
             )
 
     def summary(self) -> dict[str, Any]:
-        """A flat description for reports and the ``About`` panels of front ends."""
-        training = self.config.training
+        """A flat description for reports and the ``About`` panels of front ends.
+
+        For an ensemble, ``arch`` is ``"ensemble"``, ``input_size`` is ``None`` unless all
+        members share one, ``members`` describes each member and ``combine`` names the rule;
+        the threshold and validation score are the ensemble's own, from ``ensemble.json``.
+        """
         validation = self.config.metrics.get("validation", {})
         crop = self.preprocessing.crop
-        return {
+        summary = {
             "name": self.name,
-            "arch": self.config.arch,
+            "arch": self.config.arch if isinstance(self.config, BundleConfig) else "ensemble",
             "input_size": self.preprocessing.input_size,
             "threshold": self.config.threshold,
             "input": "face crops" if crop is not None else "whole images",
-            "trained_on": training.get("data", training.get("imported_from", "unknown")),
+            "trained_on": "; ".join(dict.fromkeys(_trained_on(m.config) for m in self.members)),
             "validation_roc_auc_score": validation.get("roc_auc_score"),
         }
+        if isinstance(self.config, EnsembleConfig):
+            sizes = {m.config.preprocessing.input_size for m in self.members}
+            summary["input_size"] = sizes.pop() if len(sizes) == 1 else None
+            summary["combine"] = self.config.combine
+            summary["combined_on"] = self.config.training.get("val_data", "unknown")
+            summary["members"] = [
+                f"{m.name} ({m.config.arch}, {m.config.preprocessing.input_size} px)" for m in self.members
+            ]
+        return summary
+
+
+def _trained_on(config: BundleConfig) -> str:
+    """The data a bundle was trained on (or the file it was imported from), for summaries."""
+    return str(config.training.get("data", config.training.get("imported_from", "unknown")))
 
 
 def reencoded_copies(pixels: np.ndarray, reencode: Reencode) -> list[np.ndarray]:

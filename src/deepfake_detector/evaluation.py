@@ -37,6 +37,44 @@ def _laundered(path: Any) -> np.ndarray:
     return launder_image(load_image(path), max_side=LAUNDER_MAX_SIDE, quality=LAUNDER_QUALITY)
 
 
+def score_each(
+    detector: Detector,
+    samples: list[Sample],
+    *,
+    launder: bool = False,
+    batch_size: int = 32,
+    workers: int | None = None,
+    progress: bool = True,
+    desc: str = "scoring",
+    faces: str = "auto",
+) -> tuple[np.ndarray, list[str]]:
+    """``(p_fake, errors)``: one score per sample, in sample order, NaN for a sample with no
+    verdict, so that several detectors' scores of the same samples line up.
+
+    ``errors`` lists why those got none: unreadable files, and inputs with nothing to
+    judge (for example only faces too small), each as ``"<path>: <reason>"``.
+    """
+    loader = _laundered if launder else load_image
+    p = np.full(len(samples), np.nan)
+    errors = []
+    results = detector.predict_many(
+        (s.path for s in samples),
+        batch_size=batch_size,
+        workers=workers,
+        loader=loader,
+        faces=faces,
+        reencode_check=False,  # metrics use p_fake only: the re-encoded copies would be work for nothing
+    )
+    for i, (sample, pred) in enumerate(
+        tqdm(zip(samples, results), total=len(samples), desc=desc, disable=not progress, file=sys.stderr, leave=False)
+    ):
+        if pred.ok and pred.p_fake is not None:
+            p[i] = pred.p_fake
+        else:
+            errors.append(pred.error or f"{sample.path}: no verdict ({pred.note})")
+    return p, errors
+
+
 def score_samples(
     detector: Detector,
     samples: list[Sample],
@@ -48,31 +86,22 @@ def score_samples(
     desc: str = "scoring",
     faces: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    """``(y_true, p_fake, groups, errors)`` over the samples that got a verdict.
-
-    ``errors`` lists why the others got none: unreadable files, and inputs with nothing
-    to judge (for example only faces too small), each as ``"<path>: <reason>"``.
-    """
-    loader = _laundered if launder else load_image
-    y, p, groups, errors = [], [], [], []
-    results = detector.predict_many(
-        (s.path for s in samples),
+    """``(y_true, p_fake, groups, errors)`` over the samples that got a verdict; ``errors``
+    as in :func:`score_each`."""
+    p, errors = score_each(
+        detector,
+        samples,
+        launder=launder,
         batch_size=batch_size,
         workers=workers,
-        loader=loader,
+        progress=progress,
+        desc=desc,
         faces=faces,
-        reencode_check=False,  # metrics use p_fake only: the re-encoded copies would be work for nothing
     )
-    for sample, pred in tqdm(
-        zip(samples, results), total=len(samples), desc=desc, disable=not progress, file=sys.stderr, leave=False
-    ):
-        if pred.ok and pred.p_fake is not None:
-            y.append(sample.target)
-            p.append(pred.p_fake)
-            groups.append(sample.group)
-        else:
-            errors.append(pred.error or f"{sample.path}: no verdict ({pred.note})")
-    return np.asarray(y, int), np.asarray(p, float), groups, errors
+    scored = ~np.isnan(p)
+    y = np.asarray([s.target for s in samples], int)
+    groups = [s.group for s, ok in zip(samples, scored) if ok]
+    return y[scored], p[scored], groups, errors
 
 
 def evaluate(

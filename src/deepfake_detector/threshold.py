@@ -69,6 +69,15 @@ def check_reencode(spec: Any) -> Reencode | None:
     return Reencode(tuple(int(q) for q in qualities), tuple(float(s) for s in scales))
 
 
+def check_uncertain(rule: Any) -> Reencode | None:
+    """A bundle's (or ensemble's) whole ``uncertain`` rule: an object with a ``band`` (see
+    :func:`check_band`) and a ``reencode`` spec (see :func:`check_reencode`); returns the latter."""
+    if not isinstance(rule, dict):
+        raise InvalidArgumentError(f"uncertain must be an object with 'band' and 'reencode'; got {rule!r}.")
+    check_band(rule.get("band", 0.0))
+    return check_reencode(rule.get("reencode"))
+
+
 def label_under_copies(
     p_fake: float, copies_p_fake: Sequence[float], names: Sequence[str], threshold: float, band: float = 0.0
 ) -> tuple[str, list[str]]:
