@@ -59,6 +59,10 @@ class InvalidArgumentError(DeepfakeDetectorError, ValueError):
     """A parameter has a value outside what the function accepts."""
 
 
+class UnknownLayerError(DeepfakeDetectorError, ValueError):
+    """A layer name (such as a bundle's ``explain_layer``) names no module of the network."""
+
+
 class ModelImportError(DeepfakeDetectorError, ValueError):
     """A foreign model file (for example a Keras ``.h5``) cannot be mapped onto our network."""
 
