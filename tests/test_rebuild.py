@@ -11,7 +11,7 @@ from PIL import Image
 
 import deepfake_detector.faces as faces_module
 import deepfake_detector.shipped as shipped
-from deepfake_detector.bundle import read_config
+from deepfake_detector.bundle import load_bundle, read_config, save_bundle
 from deepfake_detector.cli import main
 from deepfake_detector.data.dataset import Sample, load_dataset
 from deepfake_detector.data.held_out import PARTS, crops_of, split_sources, write_manifest
@@ -264,3 +264,9 @@ batch_size = 16
     before = crop_file.stat().st_mtime_ns
     rebuild(recipe)
     assert crop_file.stat().st_mtime_ns == before
+
+
+def test_bundle_weights_are_readable_by_others(tmp_path: Path, trained_bundle: Path) -> None:
+    config, model = load_bundle(trained_bundle)
+    target = save_bundle(tmp_path / "b", config, model)
+    assert (target / "model.safetensors").stat().st_mode & 0o044 == 0o044

@@ -167,6 +167,7 @@ def save_bundle(out_dir: str | Path, config: BundleConfig, model: nn.Module) -> 
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        os.chmod(tmp / WEIGHTS_FILE, 0o644)  # safetensors writes 0600; a bundle is shared, like the config beside it
         (tmp / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
