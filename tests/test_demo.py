@@ -48,3 +48,16 @@ def test_demo_without_a_shipped_model_says_so(tmp_path: Path, monkeypatch, capsy
     monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path / "none")
     assert main(["demo", "--out", str(tmp_path / "o")]) == 1
     assert "shipped detector is missing" in capsys.readouterr().err
+
+
+def test_library_loads_the_shipped_detector_by_default(tmp_path, trained_bundle, monkeypatch) -> None:
+    from deepfake_detector import Detector
+    from deepfake_detector.errors import BundleError
+    from deepfake_detector.rebuild import install
+
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path / "weights")
+    with pytest.raises(BundleError, match="missing"):
+        Detector.load()
+    (tmp_path / "weights").mkdir()
+    install(trained_bundle)
+    assert Detector.load().threshold == Detector.load(trained_bundle).threshold

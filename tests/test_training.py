@@ -207,7 +207,9 @@ def test_recipes_set_options_and_the_command_line_wins(tmp_path: Path, synthetic
     )
     config = TrainConfig.from_recipe(recipe, epochs=1)
     assert (config.epochs, config.lr, config.self_blend, config.data) == (1, 0.01, 0.2, str(synthetic_train))
-    repo_recipe = TrainConfig.from_recipe(Path(__file__).resolve().parents[1] / "recipes" / "default.toml")
+    repo_recipe = TrainConfig.from_recipe(
+        Path(__file__).resolve().parents[1] / "recipes" / "default.toml", data="train.csv", out="out"
+    )
     assert repo_recipe.arch == "mobilenetv2_100" and repo_recipe.resolved().imagenet_init
     (tmp_path / "bad.toml").write_text('[train]\nepoch = 3\ndata = "x"\nout = "y"\n')
     with pytest.raises(InvalidArgumentError, match="bad.toml.*epoch"):

@@ -177,14 +177,19 @@ class Detector:
     @classmethod
     def load(
         cls,
-        bundle_dir: str | Path,
+        bundle_dir: str | Path | None = None,
         *,
         device: str = "auto",
         face_detector: str | FaceDetector = "auto",
         min_face: int = MIN_FACE,
     ) -> Detector:
         """Load a bundle folder (``config.json`` + ``model.safetensors``) or an ensemble
-        folder (``ensemble.json`` + one bundle folder per member)."""
+        folder (``ensemble.json`` + one bundle folder per member); with none, the detector
+        shipped inside the package."""
+        if bundle_dir is None:
+            from .shipped import default_model_dir
+
+            bundle_dir = default_model_dir()
         config: BundleConfig | EnsembleConfig
         if is_ensemble(bundle_dir):
             config, members = load_ensemble(bundle_dir)
