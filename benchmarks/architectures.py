@@ -10,7 +10,9 @@ keeps the prototype's own recipe (no augmentation, 128 px).
 
     python benchmarks/architectures.py --work runs/rebuild --out benchmarks/output/architectures
 
-A finished entry's bundle is kept and not retrained, so the script resumes.
+A finished entry's bundle is kept and not retrained, so the script resumes; results of
+earlier runs (OUT/results.json) stay in the table, so entries can be run one at a time
+with --only (and, for a costly entry, fewer --epochs, which the table's settings record).
 Prints a markdown table: ROC AUC on all test crops and per fake group (each against all
 test reals), the laundered AUC, and the share of test reals called fake at the threshold.
 """
@@ -92,6 +94,7 @@ def run_entry(
         "entry": name,
         "parameters": count_parameters(detector.config.arch),
         "s_per_epoch": float(np.mean([h.get("seconds", np.nan) for h in history])) if history else None,
+        "epochs_run": len(history),
         "val_auc": float(roc_auc_score(y_val, p_val)),
         "threshold": threshold,
         "settings": settings,
@@ -121,25 +124,27 @@ def main() -> None:
     work, out = Path(args.work), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     recipe = read_recipe(args.recipe)
-    rows = []
+    results = out / "results.json"
+    done = {r["entry"]: r for r in json.loads(results.read_text())} if results.is_file() else {}
     for name, overrides in ENTRIES.items():
         if args.only and not any(name.startswith(o) for o in args.only):
             continue
-        rows.append(run_entry(name, overrides, recipe.train, work, out, args.epochs, recipe.calibrate.max_fpr))
-        (out / "results.json").write_text(json.dumps(rows, indent=2))
+        done[name] = run_entry(name, overrides, recipe.train, work, out, args.epochs, recipe.calibrate.max_fpr)
+        results.write_text(json.dumps(list(done.values()), indent=2))
+    rows = [done[name] for name in ENTRIES if name in done]  # every entry measured so far, in table order
     shorts = [s for s, _ in GROUPS]
     print(
         "| entry | parameters | s/epoch | val AUC | test AUC | laundered | "
         + " | ".join(shorts)
         + " | reals called fake |"
     )
-    print("|---|---:|---:|---:|---:|---:|" + "---:|" * len(shorts) + "---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(shorts) + "---:|")
     for r in rows:
         groups = " | ".join(_f(r["groups"][s]) for s in shorts)
         s_epoch = "-" if r["s_per_epoch"] is None else f"{r['s_per_epoch']:.0f}"
         print(
-            f"| {r['entry']} | {r['parameters']:,} | {s_epoch} | {_f(r['val_auc'])} | {_f(r['auc_as_is'])} | "
-            f"{_f(r['auc_laundered'])} | {groups} | {100 * r['fpr']:.1f} % |"
+            f"| {r['entry']} | {r['parameters']:,} | {r['epochs_run']} | {s_epoch} | {_f(r['val_auc'])} | "
+            f"{_f(r['auc_as_is'])} | {_f(r['auc_laundered'])} | {groups} | {100 * r['fpr']:.1f} % |"
         )
 
 

@@ -7,6 +7,7 @@ against maps from other layers.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,11 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from deepfake_detector import Detector
+from deepfake_detector import Detector, Prediction
 from deepfake_detector.cli import main
 from deepfake_detector.data.synthetic import synthetic_image
 from deepfake_detector.errors import InvalidArgumentError, UnknownLayerError
-from deepfake_detector.explain import Explainer, overlay, resolve_layer_name
+from deepfake_detector.explain import Explainer, Explanation, overlay, resolve_layer_name
 from deepfake_detector.faces.base import FaceBox
 from deepfake_detector.faces.crop import CropSpec, crop_box
 
@@ -221,3 +222,28 @@ def test_predict_explain_writes_one_overlay_per_image(
     assert all(p.name.endswith("_image_gradcam.png") for p in written)
     assert sorted(Image.open(p).size for p in written) == [(96, 96), (140, 140)]
     assert "broken.png" in capsys.readouterr().err
+
+
+def test_predict_explain_goes_on_past_a_failing_heat_map(
+    capsys: pytest.CaptureFixture[str], trained_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(2):
+        Image.fromarray(_scene(30 + i, size=96)).save(inputs / f"img{i}.png")
+    explain_prediction = Explainer.explain_prediction
+
+    def fails_on_img0(self: Explainer, prediction: Prediction) -> list[tuple[str, Explanation]]:
+        if Path(prediction.path or "").name == "img0.png":
+            raise RuntimeError("out of memory")
+        return explain_prediction(self, prediction)
+
+    monkeypatch.setattr(Explainer, "explain_prediction", fails_on_img0)
+    out = tmp_path / "explained"
+    argv = ["predict", str(inputs), "--model", str(trained_bundle), "--explain", str(out), "--format", "jsonl"]
+    assert main(argv) == 2  # a partial failure, as for a file that fails to score
+    assert [p.name.split("-")[0] for p in out.iterdir()] == ["img1"]  # the next file was still explained
+    captured = capsys.readouterr()
+    assert [json.loads(line)["error"] for line in captured.out.splitlines()] == [None, None]  # both verdicts stand
+    assert "img0.png: no Grad-CAM heat map (RuntimeError: out of memory)" in captured.err
+    assert "1 without heat maps: see above" in captured.err

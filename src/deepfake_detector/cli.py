@@ -387,15 +387,23 @@ class _Outputs:
         if pred.video is not None and pred.threshold is not None:
             plot_video_timeline(pred.video, self.annotate / f"{stem}_timeline.png", pred.threshold)
 
-    def save_explained(self, pred: Prediction, explainer: Any) -> None:
-        """One Grad-CAM overlay PNG per scored face (or whole image) of each picture kept."""
+    def save_explained(self, pred: Prediction, explainer: Any) -> str | None:
+        """One Grad-CAM overlay PNG per scored face (or whole image) of each picture kept.
+
+        Returns why the heat maps could not be made, naming the file, or None: one picture's
+        explanation failing must not stop a run over a folder.
+        """
         if self.explain is None or pred.artifacts is None:
-            return
+            return None
         stem = _unique_stem(pred.path)
-        for picture, explanation in explainer.explain_prediction(pred):
-            prefix = "" if picture == "image" else f"{picture}_"
-            for heat in explanation.heat_maps:
-                heat.overlay().save(self.explain / f"{stem}_{prefix}{heat.name}_gradcam.png")
+        try:
+            for picture, explanation in explainer.explain_prediction(pred):
+                prefix = "" if picture == "image" else f"{picture}_"
+                for heat in explanation.heat_maps:
+                    heat.overlay().save(self.explain / f"{stem}_{prefix}{heat.name}_gradcam.png")
+        except Exception as exc:  # noqa: BLE001 - reported per file, like a file that fails to score
+            return f"{pred.path}: no Grad-CAM heat map ({type(exc).__name__}: {exc})"
+        return None
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -431,7 +439,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         bar.update(done - bar.n)
 
     started = time.perf_counter()
-    n_ok = n_fake = n_real = n_uncertain = n_failed = 0
+    n_ok = n_fake = n_real = n_uncertain = n_failed = n_unexplained = 0
     try:
         writer = _Writer(args.format, out, max(len(p) for p in paths))
         results = detector.predict_many(
@@ -455,7 +463,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 bar.close()
             writer.write(pred)
             outputs.save_annotated(pred)
-            outputs.save_explained(pred, explainer)
+            unexplained = outputs.save_explained(pred, explainer)
+            if unexplained is not None:
+                n_unexplained += 1
+                tqdm.write(f"failed: {unexplained}", file=sys.stderr)
             if pred.ok:
                 n_ok += 1
                 n_fake += pred.label == "fake"
@@ -474,12 +485,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         no_verdict = n_ok - n_fake - n_real - n_uncertain
         summary += f", {no_verdict} without a verdict)" if no_verdict else ")"
         summary += f", {n_failed} failed"
-        summary += ": see above" if n_failed else ""
+        summary += f", {n_unexplained} without heat maps" if n_unexplained else ""
+        summary += ": see above" if n_failed or n_unexplained else ""
         summary += f"; {elapsed:.2f} s in all"
         if args.output:
             summary += f"; results saved to {args.output}"
         print(summary, file=sys.stderr)
-    return EXIT_PARTIAL if n_failed else EXIT_OK
+    return EXIT_PARTIAL if n_failed or n_unexplained else EXIT_OK
 
 
 def _cmd_crop_faces(args: argparse.Namespace) -> int:

@@ -573,9 +573,11 @@ class Detector:
     def summary(self) -> dict[str, Any]:
         """A flat description for reports and the ``About`` panels of front ends.
 
-        For an ensemble, ``arch`` is ``"ensemble"``, ``input_size`` is ``None`` unless all
-        members share one, ``members`` describes each member and ``combine`` names the rule;
-        the threshold and validation score are the ensemble's own, from ``ensemble.json``.
+        ``trained_on`` describes the training data, ``terms`` the terms of use it came with
+        (``None`` when not recorded). For an ensemble, ``arch`` is ``"ensemble"``,
+        ``input_size`` is ``None`` unless all members share one, ``members`` describes each
+        member and ``combine`` names the rule; the threshold and validation score are the
+        ensemble's own, from ``ensemble.json``.
         """
         validation = self.config.metrics.get("validation", {})
         crop = self.preprocessing.crop
@@ -586,6 +588,7 @@ class Detector:
             "threshold": self.config.threshold,
             "input": "face crops" if crop is not None else "whole images",
             "trained_on": "; ".join(dict.fromkeys(_trained_on(m.config) for m in self.members)),
+            "terms": "; ".join(dict.fromkeys(t for m in self.members if (t := m.config.training.get("terms")))) or None,
             "validation_roc_auc_score": validation.get("roc_auc_score"),
         }
         if isinstance(self.config, EnsembleConfig):
@@ -600,8 +603,11 @@ class Detector:
 
 
 def _trained_on(config: BundleConfig) -> str:
-    """The data a bundle was trained on (or the file it was imported from), for summaries."""
-    return str(config.training.get("data", config.training.get("imported_from", "unknown")))
+    """What a bundle was trained on, for summaries: the bundle's own description
+    (``training.trained_on``) when it has one, since a data path means nothing to a reader
+    elsewhere; else that path (or the file it was imported from)."""
+    training = config.training
+    return str(training.get("trained_on") or training.get("data", training.get("imported_from", "unknown")))
 
 
 def reencoded_copies(pixels: np.ndarray, reencode: Reencode) -> list[np.ndarray]:

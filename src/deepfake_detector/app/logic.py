@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from ..bundle import CONFIG_FILE
 from ..ensemble import ENSEMBLE_FILE
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 SHIPPED_LABEL = "shipped detector (default)"
 UPLOAD_TYPES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
 TABLE_COLUMNS = ("file", "verdict", "p_fake", "faces", "seconds", "note")
+
+Row = dict[str, str | float | int | None]  # one line of the results table
+Fact = str | float | Mapping[str, object]  # one line of "About this model"
 
 NO_MODEL_MESSAGE = (
     "No detector to load: {reason} Start the page with a model folder, "
@@ -60,6 +63,7 @@ class Settings:
 
     @property
     def max_upload_bytes(self) -> int:
+        """The cap in bytes, as an upload's length is measured; settings speak MB, as Streamlit's do."""
         return self.max_upload_mb * 1024 * 1024
 
 
@@ -110,6 +114,8 @@ class Judged:
 
 
 def _failed(name: str, error: str, seconds: float, kind: str) -> Judged:
+    """A failure as a result, not an exception, so it takes its row in the table and its
+    message on the page like any other upload."""
     return Judged(Prediction.failed(name, error, seconds, kind=kind))
 
 
@@ -132,7 +138,8 @@ def judge_upload(detector: Detector, name: str, data: bytes, max_bytes: int) -> 
     except DeepfakeDetectorError as exc:
         return _failed(name, str(exc), time.perf_counter() - started, kind)
     except Exception as exc:  # noqa: BLE001 - the page shows a message for any bad file, never a traceback
-        return _failed(name, f"{name}: unexpected error ({type(exc).__name__}: {exc})", 0.0, kind)
+        error = f"{name}: unexpected error ({type(exc).__name__}: {exc})"
+        return _failed(name, error, time.perf_counter() - started, kind)
     return Judged(prediction)
 
 
@@ -158,16 +165,19 @@ def verdict_text(prediction: Prediction) -> str:
 
 
 def confidence_text(prediction: Prediction) -> str:
+    """The Confidence metric's text: a percentage as the prototype showed it, or a dash when
+    there is no verdict to be confident in (a failure, or no face to judge)."""
     return "–" if prediction.confidence is None else f"{prediction.confidence:.1%}"
 
 
 def seconds_text(prediction: Prediction) -> str:
+    """The Processing time metric's text, in seconds to the hundredth: finer would be noise."""
     return f"{prediction.seconds:.2f} s"
 
 
-def table_rows(predictions: list[Prediction]) -> list[dict[str, Any]]:
+def table_rows(predictions: list[Prediction]) -> list[Row]:
     """The results table: file, verdict, p_fake, faces, seconds, and the error or note."""
-    rows = []
+    rows: list[Row] = []
     for prediction in predictions:
         summary = prediction.summary()
         rows.append(
@@ -215,8 +225,10 @@ def timeline_frame(video: VideoResult, threshold: float) -> pd.DataFrame:
     return frame
 
 
-def model_facts(detector: Detector) -> dict[str, Any]:
-    """The "About this model" panel: what the bundle says about itself."""
+def model_facts(detector: Detector) -> dict[str, Fact]:
+    """The "About this model" panel: what the bundle says about itself, including what it
+    was trained on and the terms of use that data came with, since both bound how the
+    verdicts may be used."""
     config = detector.config
     summary = detector.summary()
     training = config.training
@@ -227,6 +239,7 @@ def model_facts(detector: Detector) -> dict[str, Any]:
         "architecture": summary["arch"],
         "input": f"{summary['input']}, {summary['input_size']} px",
         "trained on": summary["trained_on"],
+        "terms of use": summary["terms"] or "not recorded",
         "training": ", ".join(
             f"{key} {training[key]}"
             for key in ("recipe", "epochs", "seed", "date", "package_version")

@@ -8,7 +8,7 @@ heat-map switch never run the model again, and it loads each model once per proc
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import streamlit as st
@@ -19,9 +19,17 @@ from deepfake_detector.detector import Detector
 from deepfake_detector.errors import DeepfakeDetectorError
 from deepfake_detector.explain import Explainer, Explanation
 from deepfake_detector.relabel import relabel
-from deepfake_detector.results import LABEL_UNCERTAIN, Prediction
+from deepfake_detector.results import LABEL_UNCERTAIN, FaceResult, Prediction
+
+if TYPE_CHECKING:
+    from streamlit.runtime.uploaded_file_manager import UploadedFile
 
 PICTURE_WIDTH, MIN_PICTURE_WIDTH = 720, 320  # pixels on the page: small pictures grow, large ones shrink
+THRESHOLD_HELP = "p_fake at or above this is called fake. Moving it relabels the results without running the model."
+RESET_HELP = (
+    "Back to the threshold the model was calibrated at. Only there do verdicts include the "
+    "re-encoding check, which needs the model's own run."
+)
 EXPLAIN_HELP = (
     "Grad-CAM heat map: red areas pushed p_fake up the most. It is taken at the layer the model "
     "names for it, over each judged face (or the whole picture when no face was judged)."
@@ -59,6 +67,38 @@ def choose_model(settings: logic.Settings) -> tuple[str, Detector] | None:
         return None
 
 
+def _set_threshold(key: str, value: float) -> None:
+    """The reset button's callback: it runs before the next rerun draws the slider, the one
+    moment Streamlit lets a widget's value be set."""
+    st.session_state[key] = value
+
+
+def choose_threshold(detector: Detector, model_dir: str) -> float:
+    """The threshold slider, starting at the model's own threshold, and a button back to it.
+
+    The slider moves in steps of 0.01, which cannot land on a calibrated threshold such as
+    0.8392 again once moved; yet only at that exact value are the results the model's own,
+    re-encoding check included (see :func:`~deepfake_detector.relabel.relabel`). The value
+    lives in session state (set there first, so the slider takes no default of its own and
+    the button's callback may change it).
+    """
+    key = f"threshold::{model_dir}"
+    own = float(detector.threshold)
+    st.session_state.setdefault(key, own)
+    threshold = st.sidebar.slider("Threshold", 0.0, 1.0, step=0.01, format="%.4f", key=key, help=THRESHOLD_HELP)
+    st.sidebar.button(
+        f"Reset to the model's threshold ({own:.4f})",
+        key=f"reset-threshold::{model_dir}",
+        on_click=_set_threshold,
+        args=(key, own),
+        disabled=threshold == own,
+        help=RESET_HELP,
+    )
+    if threshold != own and detector.config.reencode is not None:
+        st.sidebar.caption("Off the model's threshold, the re-encoding check no longer marks verdicts uncertain.")
+    return threshold
+
+
 def render_about(detector: Detector) -> None:
     """The "About this model" panel, from the bundle's config."""
     with st.sidebar.expander("About this model"):
@@ -79,7 +119,7 @@ def render_metrics(prediction: Prediction) -> None:
     confidence.metric("Confidence", logic.confidence_text(prediction))
     seconds.metric("Processing time", logic.seconds_text(prediction))
     if prediction.p_fake is not None:
-        st.caption(f"p_fake {prediction.p_fake:.4f} at threshold {prediction.threshold:.2f}")
+        st.caption(f"p_fake {prediction.p_fake:.4f} at threshold {prediction.threshold:.4f}")
     if prediction.label == LABEL_UNCERTAIN:
         st.warning("Uncertain: the score is too close to the threshold (or too fragile) to call real or fake.")
     if prediction.note:
@@ -87,18 +127,26 @@ def render_metrics(prediction: Prediction) -> None:
 
 
 def explanations_of(judged: logic.Judged, model_dir: str) -> list[tuple[str, Explanation]] | None:
-    """The upload's heat maps, made on first request and kept; None (with a message) on failure."""
+    """The upload's heat maps, made on first request and kept.
+
+    On any failure, None and a message naming the upload: a heat map is an extra, so its
+    failure must neither take the verdict off the page nor show a traceback.
+    """
     if judged.explanations is None:
+        name = judged.prediction.path or "this upload"
         try:
             with st.spinner("Computing heat maps…"):
                 judged.explanations = load_explainer(model_dir).explain_prediction(judged.prediction)
         except DeepfakeDetectorError as exc:
-            st.error(f"No heat map: {exc}")
+            st.error(f"No heat map for {name}: {exc}")
+            return None
+        except Exception as exc:  # noqa: BLE001 - the page shows a message, never a traceback
+            st.error(f"No heat map for {name}: unexpected error ({type(exc).__name__}: {exc})")
             return None
     return judged.explanations
 
 
-def render_picture(name: str, image: np.ndarray, faces: list[Any], explanation: Explanation | None) -> None:
+def render_picture(name: str, image: np.ndarray, faces: list[FaceResult], explanation: Explanation | None) -> None:
     """One picture with its face boxes and verdicts, under its heat map when one is given."""
     shown = image if explanation is None else np.asarray(explanation.overlay())
     st.image(draw_faces(shown, faces), caption=name, width=min(PICTURE_WIDTH, max(MIN_PICTURE_WIDTH, image.shape[1])))
@@ -136,7 +184,9 @@ def render_result(judged: logic.Judged, prediction: Prediction, model_dir: str, 
             )
 
 
-def judge_new_uploads(files: list[Any], detector: Detector, model_dir: str, max_bytes: int) -> list[logic.Judged]:
+def judge_new_uploads(
+    files: list[UploadedFile], detector: Detector, model_dir: str, max_bytes: int
+) -> list[logic.Judged]:
     """Each upload's raw result, from session state when this model already judged it."""
     store: dict[str, logic.Judged] = st.session_state.setdefault("judged", {})
     keys = [f"{model_dir}::{f.file_id}" for f in files]
@@ -175,15 +225,7 @@ def main() -> None:
     if chosen is None:
         return
     model_dir, detector = chosen
-    threshold = st.sidebar.slider(
-        "Threshold",
-        0.0,
-        1.0,
-        value=float(detector.threshold),
-        step=0.01,
-        key=f"threshold::{model_dir}",
-        help="p_fake at or above this is called fake. Moving it relabels the results without running the model.",
-    )
+    threshold = choose_threshold(detector, model_dir)
     band = float(detector.config.uncertain.get("band", 0.0))
     show_heat = st.sidebar.toggle("Show Grad-CAM heat maps", key="gradcam", help=EXPLAIN_HELP)
     render_about(detector)
