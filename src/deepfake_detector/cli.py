@@ -27,6 +27,7 @@ examples:
   deepfake-detector evaluate TEST_DIR --model runs/seed --out reports/seed --launder
   deepfake-detector predict photo.jpg more_photos/ --model runs/seed --format csv --output results.csv
   deepfake-detector models
+  deepfake-detector serve --port 8000 --model runs/seed    REST service; API docs at /docs
   deepfake-detector import-keras prototype.h5 --out runs/prototype
   deepfake-detector ensemble runs/seed runs/other --val VAL_DIR --combine logistic --out runs/ensemble
 
@@ -312,6 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a bundle folder, or a folder of bundles, to offer beside the shipped detector",
     )
     p.add_argument("--max-upload-mb", type=_positive_int, default=200, help="largest upload accepted (default 200)")
+
+    p = sub.add_parser("serve", help="start the REST service (FastAPI): POST images and videos, get JSON verdicts")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_positive_int, default=8000, help="default 8000")
+    p.add_argument("--model", metavar="DIR", help="bundle or ensemble folder (default: the shipped detector)")
+    p.add_argument(
+        "--max-upload-mb", type=_positive_int, default=50, help="largest request body accepted, in MiB (default 50)"
+    )
     return parser
 
 
@@ -648,6 +657,34 @@ def _cmd_app(args: argparse.Namespace) -> int:
     return subprocess.run(command, env=env, check=False).returncode
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    from .errors import MissingDependencyError
+
+    for module, package in (("fastapi", "fastapi"), ("uvicorn", "uvicorn"), ("multipart", "python-multipart")):
+        if importlib.util.find_spec(module) is None:
+            raise MissingDependencyError(
+                "The REST service",
+                package,
+                "pip install 'deepfake-detector[serve]'",
+                ImportError(f"No module named '{module}'"),
+            )
+    import uvicorn
+
+    from .detector import Detector
+    from .service import create_app
+
+    # Loaded before listening, so a bad --model ends here with its message instead of a
+    # server that never gets ready.
+    print("loading the model...", file=sys.stderr)
+    detector = Detector.load(_model_dir(args.model))
+    app = create_app(detector, max_upload_bytes=args.max_upload_mb * 1024 * 1024)
+    print(f"serving {detector.name} on http://{args.host}:{args.port} (API docs at /docs)", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port)
+    return EXIT_OK
+
+
 _COMMANDS = {
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
@@ -658,6 +695,7 @@ _COMMANDS = {
     "crop-faces": _cmd_crop_faces,
     "demo": _cmd_demo,
     "app": _cmd_app,
+    "serve": _cmd_serve,
     "rebuild": _cmd_rebuild,
 }
 
