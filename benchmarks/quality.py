@@ -10,9 +10,10 @@ laundered (both classes shrunk to at most 512 px and saved as JPEG quality 80), 
 format and size shortcuts away.
 
 Printed: one markdown table per model, a row per set and per group, with ROC AUC and AP
-(each fake group against all reals of its set), accuracy at the bundle's threshold, the
-share of verdicts given as uncertain, the share of reals called fake at the threshold
-(FPR) and under the full rule (uncertain verdicts do not count as fake).
+(each fake group against all reals of its set), and over the row's own pictures: accuracy at
+the bundle's threshold, the share of verdicts given as uncertain, the share of reals called
+fake at the threshold (FPR) and under the full rule (uncertain verdicts do not count as
+fake). A comparison table of every model's laundered ROC AUC per row follows.
 
     python benchmarks/quality.py --model runs/rebuild/bundle --model runs/seed-cnn \\
         [--data ../shared/data] [--folder MORE_DATA] [--json results.json]
@@ -61,31 +62,36 @@ def judge(detector: Detector, samples: list[Sample], launder: bool, max_frames: 
     return rows
 
 
-def _scores(rows: list[dict], threshold: float) -> dict:
+def _scores(rows: list[dict], reals: list[dict], threshold: float) -> dict:
+    """Scores of ``rows``; ROC AUC and AP rank them together with ``reals`` (the set's reals),
+    so a fake group is measured against every real of its set."""
     y = np.array([r["target"] for r in rows], int)
     p = np.array([r["p_fake"] for r in rows], float)
     labels = np.array([r["label"] for r in rows])
-    reals = y == 0
-    both = 0 < y.sum() < len(y)
+    own = {id(r) for r in rows}
+    ranked = rows + [r for r in reals if id(r) not in own]
+    y_all = np.array([r["target"] for r in ranked], int)
+    p_all = np.array([r["p_fake"] for r in ranked], float)
+    both = 0 < y_all.sum() < len(y_all)
+    own_reals = y == 0
     return {
         "n": len(rows),
-        "roc_auc": float(roc_auc_score(y, p)) if both else None,
-        "ap": float(average_precision_score(y, p)) if both else None,
+        "roc_auc": float(roc_auc_score(y_all, p_all)) if both and y.any() else None,
+        "ap": float(average_precision_score(y_all, p_all)) if both and y.any() else None,
         "accuracy": float(np.mean((p >= threshold) == y)) if len(y) else None,
         "uncertain": float(np.mean(labels == LABEL_UNCERTAIN)) if len(y) else None,
-        "fpr": float(np.mean(p[reals] >= threshold)) if reals.any() else None,
-        "reals_called_fake": float(np.mean(labels[reals] == LABEL_FAKE)) if reals.any() else None,
+        "fpr": float(np.mean(p[own_reals] >= threshold)) if own_reals.any() else None,
+        "reals_called_fake": float(np.mean(labels[own_reals] == LABEL_FAKE)) if own_reals.any() else None,
     }
 
 
 def table_rows(set_name: str, rows: list[dict], threshold: float) -> list[dict]:
-    """The set's row, then one per group: a fake group is scored against all the set's reals."""
-    out = [{"set": set_name, "group": "all", **_scores(rows, threshold)}]
+    """The set's row, then one per group (n, accuracy and shares over the group's own items)."""
     reals = [r for r in rows if r["target"] == 0]
+    out = [{"set": set_name, "group": "all", **_scores(rows, reals, threshold)}]
     for group in sorted({r["group"] for r in rows}):
         mine = [r for r in rows if r["group"] == group]
-        fake_group = all(r["target"] == 1 for r in mine)
-        out.append({"set": set_name, "group": group.split("/", 1)[-1], **_scores(mine + reals * fake_group, threshold)})
+        out.append({"set": set_name, "group": group.split("/", 1)[-1], **_scores(mine, reals, threshold)})
     return out
 
 
@@ -109,6 +115,26 @@ def print_table(name: str, results: list[dict]) -> None:
             f"{_fmt(r['accuracy'])} | {_fmt(r['uncertain'], True)} | {_fmt(r['fpr'], True)} | "
             f"{_fmt(r['reals_called_fake'], True)} |"
         )
+
+
+def print_comparison(everything: dict[str, list[dict]]) -> None:
+    """ROC AUC as-is / laundered, and reals called fake under the full rule, model beside model."""
+    models = list(everything)
+    keyed = {m: {(r["set"], r["group"], r["variant"]): r for r in rows} for m, rows in everything.items()}
+    first = everything[models[0]]
+    print("\n### Side by side: ROC AUC as-is / laundered; reals called fake (rule)\n")
+    print("| set | group | " + " | ".join(Path(m).name for m in models) + " |")
+    print("|---|---|" + "---:|" * len(models))
+    for r in first:
+        if r["variant"] != "as-is":
+            continue
+        cells = []
+        for m in models:
+            mine = keyed[m].get((r["set"], r["group"], "as-is"), {})
+            washed = keyed[m].get((r["set"], r["group"], "laundered"))
+            auc = _fmt(mine.get("roc_auc")) + (f" / {_fmt(washed['roc_auc'])}" if washed else "")
+            cells.append(auc if mine.get("roc_auc") is not None else _fmt(mine.get("reals_called_fake"), True))
+        print(f"| {r['set']} | {r['group']} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -145,6 +171,8 @@ def main() -> None:
                 print(f"{detector.name}: {set_name} {variant}: {len(rows)} judged in {seconds:.0f} s", file=sys.stderr)
         everything[model] = results
         print_table(f"{detector.name} ({model}), threshold {detector.threshold:.3f}", results)
+    if len(everything) > 1:
+        print_comparison(everything)
     if args.json:
         Path(args.json).write_text(json.dumps(everything, indent=2))
 
