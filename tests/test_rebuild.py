@@ -270,3 +270,20 @@ def test_bundle_weights_are_readable_by_others(tmp_path: Path, trained_bundle: P
     config, model = load_bundle(trained_bundle)
     target = save_bundle(tmp_path / "b", config, model)
     assert (target / "model.safetensors").stat().st_mode & 0o044 == 0o044
+
+
+def test_calibrate_command(tmp_path: Path, trained_bundle: Path, synthetic_test: Path, capsys) -> None:
+    import shutil
+
+    bundle = tmp_path / "b"
+    shutil.copytree(trained_bundle, bundle)
+    name_before = read_config(bundle).name
+    assert main(["calibrate", str(bundle), "--val", str(synthetic_test), "--max-fpr", "0.1"]) == 0
+    assert "threshold" in capsys.readouterr().out
+    config = read_config(bundle)
+    assert config.name == name_before and config.reencode is not None and config.uncertain["band"] > 0
+    assert config.training["calibration"]["uncertain_share"] == 0.1
+    assert main(["calibrate", str(bundle), "--val", str(synthetic_test), "--no-reencode-check"]) == 0
+    assert read_config(bundle).reencode is None
+    assert main(["calibrate", str(bundle), "--val", str(synthetic_test), "--uncertain-share", "1.5"]) == 1
+    assert "share" in capsys.readouterr().err

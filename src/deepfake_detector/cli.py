@@ -266,6 +266,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--install", action="store_true", help="copy the result into the package as the shipped detector")
 
     p = sub.add_parser(
+        "calibrate", help="choose a bundle's threshold and uncertain band on validation data (the shipped rule)"
+    )
+    p.add_argument("model", metavar="BUNDLE", help="bundle folder, rewritten in place")
+    p.add_argument("--val", required=True, help="validation data: real/fake folder or CSV manifest (face crops)")
+    p.add_argument(
+        "--max-fpr", type=_probability, default=0.05, help="share of validation reals that may be called fake"
+    )
+    p.add_argument(
+        "--uncertain-share",
+        type=float,
+        default=0.1,
+        help="share of validation scores nearest the threshold labelled uncertain (default 0.1)",
+    )
+    p.add_argument(
+        "--no-reencode-check", action="store_true", help="do not add the JPEG/rescale check to the uncertain rule"
+    )
+
+    p = sub.add_parser(
         "ensemble", help="combine bundles into one detector: mean or logistic, fitted on validation data"
     )
     p.add_argument("bundles", nargs="+", metavar="BUNDLE", help="member bundle folders")
@@ -602,6 +620,21 @@ def _cmd_rebuild(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .rebuild import CalibrateStep, calibrate
+    from .threshold import Reencode
+
+    copies = Reencode()
+    reencode = (
+        None
+        if args.no_reencode_check
+        else {"jpeg_qualities": list(copies.jpeg_qualities), "scales": list(copies.scales)}
+    )
+    result = calibrate(args.model, args.val, CalibrateStep(args.max_fpr, args.uncertain_share, reencode))
+    print(f"{args.model}: threshold {result['threshold']:.4f}, uncertain band ±{result['band']:.4f}")
+    return EXIT_OK
+
+
 def _model_dir(model: str | None) -> str | Path:
     """The ``--model`` given, or the detector shipped inside the package."""
     from .shipped import default_model_dir
@@ -697,6 +730,7 @@ _COMMANDS = {
     "app": _cmd_app,
     "serve": _cmd_serve,
     "rebuild": _cmd_rebuild,
+    "calibrate": _cmd_calibrate,
 }
 
 

@@ -161,7 +161,9 @@ def write_parts(step: DataStep, data_root: Path, crops: Path, work: Path) -> dic
     return manifests
 
 
-def calibrate(bundle: Path, val_manifest: Path, step: CalibrateStep, about: BundleStep) -> dict[str, Any]:
+def calibrate(
+    bundle: str | Path, val_manifest: str | Path, step: CalibrateStep, about: BundleStep | None = None
+) -> dict[str, Any]:
     """Choose the threshold and the uncertain rule on validation crops and write them, with the
     bundle's name and provenance, into the bundle."""
     from .bundle import load_bundle, save_bundle
@@ -180,13 +182,15 @@ def calibrate(bundle: Path, val_manifest: Path, step: CalibrateStep, about: Bund
     config.threshold = threshold
     check_reencode(step.reencode)
     config.uncertain = {"band": band, "reencode": step.reencode}
-    config.name = about.name
+    provenance = {}
+    if about is not None:
+        config.name = about.name
+        provenance = {"trained_on": about.trained_on, "terms": about.terms}
     metrics = compute_metrics(y, p, threshold, groups)
     config.metrics = {**config.metrics, "validation": metrics}
     config.training = {
         **config.training,
-        "trained_on": about.trained_on,
-        "terms": about.terms,
+        **provenance,
         "calibration": {
             "val_data": str(val_manifest),
             "rule": f"balanced accuracy with at most {step.max_fpr} of validation reals called fake"
