@@ -253,7 +253,7 @@ def test_predict_thresholds_at_the_edges(capsys: pytest.CaptureFixture[str], tra
     [
         (["predict", "x.png", "--model", "m", "--no-such-option"], "unrecognized arguments"),
         (["models", "--bogus"], "unrecognized arguments"),
-        (["predict", "x.png"], "--model"),
+        (["predict"], "the following arguments are required: INPUT"),
         (["predict", "x.png", "--model", "m", "--threshold", "1.5"], "[0, 1]"),
         (["predict", "x.png", "--model", "m", "--threshold", "-0.1"], "[0, 1]"),
         (["predict", "x.png", "--model", "m", "--format", "xml"], "invalid choice"),
