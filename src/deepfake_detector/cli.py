@@ -30,6 +30,7 @@ examples:
   deepfake-detector serve --port 8000 --model runs/seed    REST service; API docs at /docs
   deepfake-detector import-keras prototype.h5 --out runs/prototype
   deepfake-detector ensemble runs/seed runs/other --val VAL_DIR --combine logistic --out runs/ensemble
+  deepfake-detector export runs/seed --format onnx         writes runs/seed/onnx/model.onnx + config.json
 
 DATA_DIR holds 'real' and 'fake' subfolders (any letter case, images at any depth;
 the first folder below them is the group, e.g. fake/Deepfakes/x.jpg), or is a CSV
@@ -339,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-upload-mb", type=_positive_int, default=50, help="largest request body accepted, in MiB (default 50)"
     )
+
+    p = sub.add_parser("export", help="write a bundle's network as ONNX, with its config.json beside it")
+    p.add_argument("model", metavar="BUNDLE", help="bundle folder (an ensemble: export each member)")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="default: onnx")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: BUNDLE/onnx)")
     return parser
 
 
@@ -718,6 +724,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_bundle
+
+    print(export_bundle(args.model, args.out, format=args.format))
+    return EXIT_OK
+
+
 _COMMANDS = {
     "train": _cmd_train,
     "evaluate": _cmd_evaluate,
@@ -731,6 +744,7 @@ _COMMANDS = {
     "serve": _cmd_serve,
     "rebuild": _cmd_rebuild,
     "calibrate": _cmd_calibrate,
+    "export": _cmd_export,
 }
 
 

@@ -66,6 +66,7 @@ CropSink = Callable[[str | None, str, np.ndarray], None]
 ModelInput = Union[np.ndarray, tuple[np.ndarray, ...]]
 
 FACE_MODES = ("auto", "off", "only")
+RUNTIMES = ("torch", "onnx")
 MAX_MODEL_BATCH = 64  # inputs per forward pass, however many faces one picture holds
 
 
@@ -182,16 +183,30 @@ class Detector:
         device: str = "auto",
         face_detector: str | FaceDetector = "auto",
         min_face: int = MIN_FACE,
+        runtime: str = "torch",
     ) -> Detector:
         """Load a bundle folder (``config.json`` + ``model.safetensors``) or an ensemble
         folder (``ensemble.json`` + one bundle folder per member); with none, the detector
-        shipped inside the package."""
+        shipped inside the package.
+
+        ``runtime="onnx"`` scores with onnxruntime on the CPU instead of torch, from an
+        export folder or a bundle's ``onnx/`` (see :mod:`deepfake_detector.export`); the
+        preprocessing and p_fake are the same. Grad-CAM needs ``runtime="torch"``."""
+        if runtime not in RUNTIMES:
+            raise InvalidArgumentError(f"The 'runtime' parameter must be one of {RUNTIMES}; got {runtime!r}.")
         if bundle_dir is None:
             from .shipped import default_model_dir
 
             bundle_dir = default_model_dir()
         config: BundleConfig | EnsembleConfig
-        if is_ensemble(bundle_dir):
+        if runtime == "onnx":
+            if device not in ("auto", "cpu"):
+                raise InvalidArgumentError(f"runtime='onnx' runs on the CPU; got device={device!r}.")
+            from .export import load_onnx
+
+            config, model = load_onnx(bundle_dir)
+            members, preprocessing, device = [], config.preprocessing, "cpu"
+        elif is_ensemble(bundle_dir):
             config, members = load_ensemble(bundle_dir)
             model, preprocessing = None, members[0].config.preprocessing
         else:

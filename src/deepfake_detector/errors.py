@@ -71,6 +71,10 @@ class CheckpointError(DeepfakeDetectorError, ValueError):
     """An interrupted run's checkpoint cannot be read, so it cannot be resumed."""
 
 
+class ExportError(DeepfakeDetectorError, RuntimeError):
+    """A bundle cannot be exported (an ensemble, or a network the exporter cannot reproduce faithfully)."""
+
+
 class TrainingError(DeepfakeDetectorError, RuntimeError):
     """Training cannot go on (for example the loss became NaN)."""
 

@@ -1,0 +1,210 @@
+"""ONNX export of a bundle's network, and the onnxruntime runner that scores with it.
+
+``export_bundle`` writes ``model.onnx`` (the network alone: raw logits, batch axis dynamic)
+and a copy of the bundle's ``config.json`` beside it, by default into ``BUNDLE/onnx/``, so
+the bundle folder stays one thing to copy around and its own files are never overwritten.
+Preprocessing and the logit's orientation stay in the config, not in the graph: the
+Detector applies them exactly as for the torch network, so one code path decides p_fake.
+
+The export is checked before it is written: onnxruntime must give the torch network's
+p_fake to within ``AGREEMENT`` on a random batch, or nothing is written. The ONNX file
+records the SHA-256 of the weights it came from, so loading it through a bundle folder
+whose ``model.safetensors`` has since changed (retrained into the same folder, which
+carries ``onnx/`` over) fails instead of silently scoring with old weights.
+
+Ensembles are refused: export each member bundle instead. Only torch's TorchScript-based
+exporter (``dynamo=False``) is used: the torch.export-based one needs onnxscript, a
+further dependency, for no gain on these convolutional networks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .bundle import CONFIG_FILE, WEIGHTS_FILE, BundleConfig, load_bundle, read_config
+from .ensemble import is_ensemble
+from .errors import BundleError, ExportError, InvalidArgumentError, MissingDependencyError
+
+FORMATS = ("onnx",)
+ONNX_FILE = "model.onnx"
+ONNX_DIR = "onnx"  # the default export folder, inside the bundle
+OPSET = 17  # supported by every onnxruntime since 1.14
+AGREEMENT = 1e-4  # largest |p_fake(onnx) - p_fake(torch)| an export may show
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+WEIGHTS_SHA_KEY = "deepfake_detector.weights_sha256"
+INSTALL = "pip install 'deepfake-detector[onnx]'"
+
+
+def _import(module: str, what: str) -> Any:
+    """Import an optional package, or raise the typed error that says how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(what, module, INSTALL, exc) from exc
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _to_onnx(model: nn.Module, input_size: int, source: Path) -> bytes:
+    """The network as ONNX bytes with a dynamic batch axis, or ExportError naming ``source``."""
+    example = torch.zeros(2, 3, input_size, input_size)
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            # The TorchScript exporter announces its own deprecation on every call; it is chosen on purpose.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.onnx.export(
+                model,
+                (example,),
+                buffer,
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            )
+    except Exception as exc:  # noqa: BLE001 - any exporter failure is this bundle's export failing
+        raise ExportError(
+            f"{source}: torch could not export the network to ONNX ({type(exc).__name__}: {exc})."
+        ) from exc
+    return buffer.getvalue()
+
+
+def _check_agreement(model: nn.Module, runner: OnnxRunner, config: BundleConfig, source: Path) -> float:
+    """The largest p_fake difference between torch and onnxruntime on a random batch; raises past AGREEMENT."""
+    size = config.preprocessing.input_size
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((3, 3, size, size), dtype=np.float32))
+    with torch.inference_mode():
+        gap = float((config.p_fake_from_logits(model(x)) - config.p_fake_from_logits(runner(x))).abs().max())
+    if not gap <= AGREEMENT:  # also refuses NaN
+        raise ExportError(
+            f"{source}: the ONNX model's p_fake differs from PyTorch's by {gap:.2e} (more than {AGREEMENT:g}); "
+            "nothing was written. Use runtime='torch' for this bundle."
+        )
+    return gap
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def export_bundle(bundle_dir: str | Path, out_dir: str | Path | None = None, *, format: str = "onnx") -> Path:
+    """Write the bundle's network as ``model.onnx`` with its ``config.json`` into ``out_dir``
+    (default ``BUNDLE/onnx``); returns that folder. Raises ExportError for an ensemble or a
+    network that does not export faithfully, BundleError for a folder that is not a bundle,
+    MissingDependencyError without onnx or onnxruntime."""
+    if format not in FORMATS:
+        raise InvalidArgumentError(f"Unknown export format {format!r}; expected one of {FORMATS}.")
+    bundle_dir = Path(bundle_dir)
+    if is_ensemble(bundle_dir):
+        raise ExportError(
+            f"{bundle_dir}: is an ensemble; export takes one bundle. Export each member folder in it instead."
+        )
+    onnx = _import("onnx", "ONNX export")
+    _import("onnxruntime", "ONNX export")
+    config, model = load_bundle(bundle_dir)
+    out = Path(out_dir) if out_dir is not None else bundle_dir / ONNX_DIR
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out}: exists and is not a folder; choose another output folder.")
+
+    proto = onnx.load_from_string(_to_onnx(model, config.preprocessing.input_size, bundle_dir))
+    onnx.helper.set_model_props(proto, {WEIGHTS_SHA_KEY: _sha256(bundle_dir / WEIGHTS_FILE)})
+    try:
+        onnx.checker.check_model(proto)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"{bundle_dir}: the exported ONNX model is invalid ({exc}).") from exc
+    data = proto.SerializeToString()
+    _check_agreement(model, OnnxRunner(data), config, bundle_dir)
+
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic(out / ONNX_FILE, data)
+    tmp_config = out / f".{CONFIG_FILE}.{uuid.uuid4().hex[:12]}.tmp"
+    shutil.copyfile(bundle_dir / CONFIG_FILE, tmp_config)
+    os.replace(tmp_config, out / CONFIG_FILE)
+    return out
+
+
+class OnnxRunner(nn.Module):
+    """An ONNX network run by onnxruntime on the CPU, called like the torch network it replaces.
+
+    A ``nn.Module`` with no parameters, so a Detector holds it where it holds a network
+    (``.to``, ``.eval`` and its scoring code work unchanged): tensor in, raw logits out.
+    ``InferenceSession.run`` is thread-safe, as a shared Detector needs. Intra-op threads
+    default to ``min(2, cpu count)``, the setting issue 11's speed figures were measured
+    with; the Detector's decoding threads need the remaining cores.
+    """
+
+    def __init__(self, model: bytes | str | Path, threads: int | None = None) -> None:
+        super().__init__()
+        ort = _import("onnxruntime", "runtime='onnx'")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or min(2, os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        source = model if isinstance(model, bytes) else str(model)
+        try:
+            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors for a bad file
+            name = "<ONNX bytes>" if isinstance(model, bytes) else str(model)
+            raise BundleError(f"{name}: onnxruntime cannot load the model ({type(exc).__name__}: {exc}).") from exc
+        self.input_name = self.session.get_inputs()[0].name
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw logits for an ``(N, 3, S, S)`` float32 batch, as a CPU tensor."""
+        batch = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self.session.run(None, {self.input_name: batch})[0])
+
+
+def load_onnx(folder: str | Path) -> tuple[BundleConfig, OnnxRunner]:
+    """The config and an onnxruntime runner for an export folder (``model.onnx`` and
+    ``config.json``) or a bundle folder holding ``onnx/model.onnx``.
+
+    Through a bundle folder the bundle's own ``config.json`` is used, since calibrating
+    rewrites it in place and the threshold does not change the network; the ONNX file must
+    come from the bundle's current weights.
+    """
+    folder = Path(folder)
+    if is_ensemble(folder):
+        raise ExportError(f"{folder}: is an ensemble; runtime='onnx' takes one bundle for now. Use runtime='torch'.")
+    config = read_config(folder)
+    path = folder / ONNX_FILE
+    if not path.is_file():
+        path = folder / ONNX_DIR / ONNX_FILE
+    if not path.is_file():
+        raise BundleError(
+            f"{folder}: no ONNX model ({ONNX_FILE} or {ONNX_DIR}/{ONNX_FILE}); "
+            f"make one with: deepfake-detector export {folder} --format onnx"
+        )
+    runner = OnnxRunner(path)
+    weights = folder / WEIGHTS_FILE
+    if weights.is_file() and runner.metadata.get(WEIGHTS_SHA_KEY) != _sha256(weights):
+        raise BundleError(
+            f"{path}: was not exported from {weights} as it is now (retrained since?); "
+            f"export again with: deepfake-detector export {folder} --format onnx"
+        )
+    return config, runner

@@ -1,0 +1,183 @@
+"""ONNX export and runtime='onnx': the exported network must give the torch network's p_fake.
+
+The shared trained bundle is copied before exporting, since export writes ``BUNDLE/onnx``
+and other tests read that bundle's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deepfake_detector.bundle import CONFIG_FILE, BundleConfig, load_bundle, save_bundle
+from deepfake_detector.cli import main
+from deepfake_detector.detector import Detector
+from deepfake_detector.ensemble import ENSEMBLE_FILE
+from deepfake_detector.errors import BundleError, ExportError, InvalidArgumentError, MissingDependencyError
+from deepfake_detector.export import ONNX_DIR, ONNX_FILE, OnnxRunner, export_bundle, load_onnx
+from deepfake_detector.models import create_model, get_spec
+from deepfake_detector.preprocess import Preprocessing
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def bundle(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of the trained seed-cnn bundle, exported to its default ``onnx/`` folder."""
+    copy = Path(shutil.copytree(trained_bundle, tmp_path_factory.mktemp("export") / "seed"))
+    assert export_bundle(copy) == copy / ONNX_DIR
+    return copy
+
+
+@pytest.fixture(scope="module")
+def pictures(synthetic_test: Path) -> list[np.ndarray]:
+    """Real-looking generated pictures (both classes) and random noise, at odd sizes."""
+    from deepfake_detector.media.image import load_image
+
+    paths = sorted((synthetic_test / "real").rglob("*.png"))[:3] + sorted((synthetic_test / "fake").rglob("*.png"))[:3]
+    rng = np.random.default_rng(7)
+    noise = [rng.integers(0, 256, (97 + 13 * i, 150, 3), dtype=np.uint8) for i in range(3)]
+    return [load_image(p) for p in paths] + noise
+
+
+def _random_bundle(tmp_path: Path, arch: str, **config: object) -> Path:
+    spec = get_spec(arch)
+    preprocessing = Preprocessing(spec.input_size, spec.mean, spec.std)
+    torch.manual_seed(0)
+    return save_bundle(
+        tmp_path / arch, BundleConfig(arch=arch, preprocessing=preprocessing, **config), create_model(arch)
+    )
+
+
+def _assert_runtimes_agree(bundle_dir: Path, pictures: list[np.ndarray]) -> None:
+    """Same p_fake from both runtimes for a batch of several and for each picture alone."""
+    torch_detector = Detector.load(bundle_dir, device="cpu")
+    onnx_detector = Detector.load(bundle_dir, runtime="onnx")
+    np.testing.assert_allclose(onnx_detector.score_batch(pictures), torch_detector.score_batch(pictures), atol=TOL)
+    for picture in pictures[:2]:
+        np.testing.assert_allclose(
+            onnx_detector.score_batch([picture]), torch_detector.score_batch([picture]), atol=TOL
+        )
+
+
+def test_export_writes_model_and_the_bundles_config(bundle: Path) -> None:
+    assert (bundle / ONNX_DIR / ONNX_FILE).stat().st_size > 0
+    assert (bundle / ONNX_DIR / CONFIG_FILE).read_bytes() == (bundle / CONFIG_FILE).read_bytes()
+    assert not [p for p in (bundle / ONNX_DIR).iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_runner_gives_torch_logits_with_a_dynamic_batch(bundle: Path) -> None:
+    config, model = load_bundle(bundle)
+    _, runner = load_onnx(bundle / ONNX_DIR)
+    size = config.preprocessing.input_size
+    for n in (5, 1):
+        x = torch.from_numpy(np.random.default_rng(n).standard_normal((n, 3, size, size), dtype=np.float32))
+        with torch.inference_mode():
+            expected = config.p_fake_from_logits(model(x)).numpy()
+        got = config.p_fake_from_logits(runner(x)).numpy()
+        assert got.shape == (n,)
+        np.testing.assert_allclose(got, expected, atol=TOL)
+
+
+def test_onnx_and_torch_agree_on_real_looking_and_random_pictures(bundle: Path, pictures: list[np.ndarray]) -> None:
+    _assert_runtimes_agree(bundle, pictures)
+
+
+def test_export_folder_alone_loads_too(bundle: Path, pictures: list[np.ndarray]) -> None:
+    """The export folder is enough to run without the bundle's safetensors."""
+    alone = Detector.load(bundle / ONNX_DIR, runtime="onnx")
+    np.testing.assert_allclose(
+        alone.score_batch(pictures), Detector.load(bundle, device="cpu").score_batch(pictures), atol=TOL
+    )
+
+
+def test_predict_through_onnx_equals_torch(bundle: Path, pictures: list[np.ndarray]) -> None:
+    torch_detector = Detector.load(bundle, device="cpu")
+    onnx_detector = Detector.load(bundle, runtime="onnx")
+    for picture in pictures:
+        ours, theirs = onnx_detector.predict(picture, faces="off"), torch_detector.predict(picture, faces="off")
+        assert ours.p_fake == pytest.approx(theirs.p_fake, abs=TOL)
+        if abs(theirs.p_fake - theirs.threshold) > 1e-3:
+            assert ours.label == theirs.label
+    many = list(onnx_detector.predict_many(pictures, faces="off", batch_size=4, workers=1))
+    expected = list(torch_detector.predict_many(pictures, faces="off", batch_size=4, workers=1))
+    np.testing.assert_allclose([p.p_fake for p in many], [p.p_fake for p in expected], atol=TOL)
+
+
+def test_logit_real_orientation_survives_export(trained_bundle: Path, tmp_path: Path) -> None:
+    """A bundle whose logit points at 'real' still reports p_fake through onnxruntime."""
+    flipped = Path(shutil.copytree(trained_bundle, tmp_path / "flipped"))
+    config = json.loads((flipped / CONFIG_FILE).read_text())
+    (flipped / CONFIG_FILE).write_text(json.dumps({**config, "output": "logit_real"}))
+    export_bundle(flipped)
+    picture = np.random.default_rng(3).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    straight = Detector.load(trained_bundle, device="cpu").score_batch([picture])
+    np.testing.assert_allclose(Detector.load(flipped, runtime="onnx").score_batch([picture]), 1 - straight, atol=TOL)
+
+
+def test_mobilenetv2_exports_and_agrees(tmp_path: Path, pictures: list[np.ndarray]) -> None:
+    bundle_dir = _random_bundle(tmp_path, "mobilenetv2_100")
+    export_bundle(bundle_dir)
+    _assert_runtimes_agree(bundle_dir, pictures[:4])
+
+
+def test_cli_export(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "exported"
+    assert main(["export", str(bundle), "--format", "onnx", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert (out / ONNX_FILE).is_file()
+    assert (out / CONFIG_FILE).read_bytes() == (bundle / CONFIG_FILE).read_bytes()
+
+
+def test_cli_bad_inputs_exit_1(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", str(tmp_path / "nowhere")]) == 1
+    assert "nowhere" in capsys.readouterr().err
+    assert main(["export", str(bundle), "--format", "tflite"]) == 1
+    assert "tflite" in capsys.readouterr().err
+
+
+def test_bad_inputs_are_typed_errors(bundle: Path, tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="nowhere"):
+        export_bundle(tmp_path / "nowhere")
+    with pytest.raises(InvalidArgumentError, match="tflite"):
+        export_bundle(bundle, format="tflite")
+    with pytest.raises(InvalidArgumentError, match="runtime"):
+        Detector.load(bundle, runtime="tensorrt")
+    with pytest.raises(InvalidArgumentError, match="CPU"):
+        Detector.load(bundle, runtime="onnx", device="cuda")
+    ensemble = tmp_path / "ensemble"
+    ensemble.mkdir()
+    (ensemble / ENSEMBLE_FILE).write_text("{}")
+    with pytest.raises(ExportError, match="ensemble"):
+        export_bundle(ensemble)
+    with pytest.raises(ExportError, match="ensemble"):
+        Detector.load(ensemble, runtime="onnx")
+
+
+def test_unexported_or_stale_bundle_is_refused(tmp_path: Path) -> None:
+    bundle_dir = _random_bundle(tmp_path, "seed-cnn")
+    with pytest.raises(BundleError, match="deepfake-detector export"):
+        Detector.load(bundle_dir, runtime="onnx")
+    export_bundle(bundle_dir)
+    config, _ = load_bundle(bundle_dir)
+    save_bundle(bundle_dir, config, create_model("seed-cnn"))  # retrained in place: onnx/ is carried over
+    with pytest.raises(BundleError, match="retrained"):
+        Detector.load(bundle_dir, runtime="onnx")
+
+
+def test_missing_onnxruntime_is_a_typed_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle_dir = _random_bundle(tmp_path, "seed-cnn")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail
+    with pytest.raises(MissingDependencyError, match=r"deepfake-detector\[onnx\]"):
+        export_bundle(bundle_dir)
+    with pytest.raises(MissingDependencyError, match="onnxruntime"):
+        OnnxRunner(b"")
