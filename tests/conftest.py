@@ -28,3 +28,11 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory, synthetic_train: Pa
     return train(
         TrainConfig(data=str(synthetic_train), out=str(out), epochs=6, batch_size=16, workers=0), progress=False
     )
+
+
+@pytest.fixture(scope="session")
+def images(synthetic_test: Path) -> list[Path]:
+    """Four real and four fake test images, interleaved."""
+    real = sorted((synthetic_test / "real").rglob("*.png"))[:4]
+    fake = sorted((synthetic_test / "fake").rglob("*.png"))[:4]
+    return [p for pair in zip(real, fake) for p in pair]

@@ -24,14 +24,6 @@ def detector(trained_bundle: Path) -> Detector:
 
 
 @pytest.fixture(scope="module")
-def images(synthetic_test: Path) -> list[Path]:
-    """Four real and four fake test images, interleaved."""
-    real = sorted((synthetic_test / "real").rglob("*.png"))[:4]
-    fake = sorted((synthetic_test / "fake").rglob("*.png"))[:4]
-    return [p for pair in zip(real, fake) for p in pair]
-
-
-@pytest.fixture(scope="module")
 def odd_size_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fake image at a size the model does not take, so resizing is part of the path."""
     path = tmp_path_factory.mktemp("odd") / "odd size.png"

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 import torch
+from doubles import FixedFaces
 from media_factory import write_video_of
 from PIL import Image
 
@@ -35,18 +36,6 @@ from deepfake_detector.threshold import choose_threshold
 
 TOL = 1e-6
 BOXES = [FaceBox(10, 10, 60, 60, 0.99), FaceBox(70, 60, 64, 64, 0.9)]
-
-
-class ScriptedFaces:
-    """A FaceDetector that finds the same boxes in every image."""
-
-    name = "scripted"
-
-    def __init__(self, boxes: list[FaceBox]) -> None:
-        self.boxes = boxes
-
-    def detect(self, image: np.ndarray) -> list[FaceBox]:
-        return list(self.boxes)
 
 
 def _derive(src: Path, dst: Path, *, noise: float = 0.0, **preprocessing: Any) -> Path:
@@ -81,13 +70,6 @@ def members(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> d
         "noisy_faces": _derive(trained_bundle, root / "noisy_faces", noise=0.3, crop=crop),
         "other_prep_faces": _derive(trained_bundle, root / "other_prep_faces", crop=crop, **other),
     }
-
-
-@pytest.fixture(scope="module")
-def images(synthetic_test: Path) -> list[Path]:
-    real = sorted((synthetic_test / "real").rglob("*.png"))[:4]
-    fake = sorted((synthetic_test / "fake").rglob("*.png"))[:4]
-    return [p for pair in zip(real, fake) for p in pair]
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +124,7 @@ def test_mean_of_two_members_whole_images(
 @pytest.mark.parametrize("other", ["noisy_faces", "other_prep_faces"])
 def test_mean_of_two_members_on_faces(members: dict[str, Path], tmp_path: Path, other: str) -> None:
     def load(path: Path) -> Detector:
-        return Detector.load(path, device="cpu", face_detector=ScriptedFaces(BOXES))
+        return Detector.load(path, device="cpu", face_detector=FixedFaces(BOXES))
 
     a, b = load(members["a_faces"]), load(members[other])
     ens = load(_ensemble(tmp_path / "e", [members["a_faces"], members[other]]))
@@ -156,7 +138,7 @@ def test_mean_of_two_members_on_faces(members: dict[str, Path], tmp_path: Path, 
         assert [f.label for f in many.faces] == [("fake" if p >= ens.threshold else "real") for p in face_means]
     # With one face per image, the image's p_fake is the mean of the members' image p_fake.
     one = [
-        Detector.load(path, device="cpu", face_detector=ScriptedFaces(BOXES[:1])).predict(scenes[1]).p_fake
+        Detector.load(path, device="cpu", face_detector=FixedFaces(BOXES[:1])).predict(scenes[1]).p_fake
         for path in (tmp_path / "e", members["a_faces"], members[other])
     ]
     assert one[0] == pytest.approx((one[1] + one[2]) / 2, abs=TOL)

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from doubles import FixedFaces
 from PIL import Image
 
 from deepfake_detector import Detector, Prediction
@@ -24,18 +25,6 @@ from deepfake_detector.errors import InvalidArgumentError, UnknownLayerError
 from deepfake_detector.explain import Explainer, Explanation, overlay, resolve_layer_name
 from deepfake_detector.faces.base import FaceBox
 from deepfake_detector.faces.crop import CropSpec, crop_box
-
-
-class BoxesAt:
-    """A face detector that finds the boxes it was given, in every image."""
-
-    name = "fixed"
-
-    def __init__(self, boxes: list[FaceBox]) -> None:
-        self.boxes = boxes
-
-    def detect(self, image: np.ndarray) -> list[FaceBox]:
-        return list(self.boxes)
 
 
 def _scene(seed: int, size: int = 128, fake: bool = False) -> np.ndarray:
@@ -144,7 +133,7 @@ def test_whole_image_map_shapes_values_and_score(detector: Detector, explainer: 
 
 def test_face_maps_follow_the_crops(trained_bundle: Path) -> None:
     boxes = [FaceBox(20, 30, 60, 60, 0.99), FaceBox(140, 40, 50, 70, 0.95), FaceBox(5, 150, 12, 12, 0.9)]
-    detector = Detector.load(trained_bundle, device="cpu", face_detector=BoxesAt(boxes))
+    detector = Detector.load(trained_bundle, device="cpu", face_detector=FixedFaces(boxes))
     image = np.concatenate([_scene(7, size=200, fake=True), _scene(8, size=200)], axis=1)[:180]
     pred = detector.predict(image, faces="only", keep_media=True)
     [(_, explanation)] = Explainer.for_detector(detector).explain_prediction(pred)

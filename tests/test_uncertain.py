@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from doubles import FixedFaces
 from media_factory import write_video_of
 from PIL import Image
 
@@ -30,18 +31,6 @@ from deepfake_detector.media.video import FrameSampling
 QUALITIES, SCALES = (75, 95), (0.5, 0.75)
 NAMES = ["JPEG q75", "JPEG q95", "rescale 0.5x", "rescale 0.75x"]
 FACES = [FaceBox(10, 10, 60, 60, 0.99), FaceBox(90, 20, 50, 50, 0.95), FaceBox(100, 120, 12, 12, 0.9)]
-
-
-class ScriptedFaces:
-    """A FaceDetector that returns fixed boxes."""
-
-    name = "scripted"
-
-    def __init__(self, boxes: list[FaceBox]) -> None:
-        self.boxes = boxes
-
-    def detect(self, image: np.ndarray) -> list[FaceBox]:
-        return list(self.boxes)
 
 
 def _scene(seed: int, fake: bool = False) -> np.ndarray:
@@ -112,7 +101,7 @@ def test_a_band_call_stays_uncertain_without_a_flip_note(trained_bundle: Path) -
 
 
 def test_faces_flip_one_by_one_and_the_image_on_its_aggregate(trained_bundle: Path) -> None:
-    det = Detector.load(trained_bundle, face_detector=ScriptedFaces(FACES), min_face=32)
+    det = Detector.load(trained_bundle, face_detector=FixedFaces(FACES), min_face=32)
     image = _scene(3, fake=True)
     crops = [crop_face(image, box, CropSpec()) for box in FACES[:2]]
     own, copies = _copy_scores(det, crops)
@@ -138,7 +127,7 @@ def test_faces_flip_one_by_one_and_the_image_on_its_aggregate(trained_bundle: Pa
 
 
 def test_predict_many_matches_predict_with_the_check_on(trained_bundle: Path) -> None:
-    det = Detector.load(trained_bundle, face_detector=ScriptedFaces(FACES), min_face=32)
+    det = Detector.load(trained_bundle, face_detector=FixedFaces(FACES), min_face=32)
     images = [_scene(10 + i, fake=i % 2 == 1) for i in range(6)]
     # A threshold between the first image's score and its most distant copy's: it flips there.
     own, copies = _copy_scores(det, [crop_face(images[0], box, CropSpec()) for box in FACES[:2]])
