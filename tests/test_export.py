@@ -181,3 +181,11 @@ def test_missing_onnxruntime_is_a_typed_error(tmp_path: Path, monkeypatch: pytes
         export_bundle(bundle_dir)
     with pytest.raises(MissingDependencyError, match="onnxruntime"):
         OnnxRunner(b"")
+
+
+def test_grad_cam_on_an_onnx_detector_says_to_use_torch(bundle: Path) -> None:
+    from deepfake_detector.errors import UnknownLayerError
+    from deepfake_detector.explain import Explainer
+
+    with pytest.raises(UnknownLayerError, match="runtime='torch'"):
+        Explainer.for_detector(Detector.load(bundle, runtime="onnx"))

@@ -164,6 +164,13 @@ class Explainer:
         self.config = config
         self.preprocessing = config.preprocessing
         self.layer_name = layer or resolve_layer_name(config)
+        from .export import OnnxRunner
+
+        if isinstance(model, OnnxRunner):
+            raise UnknownLayerError(
+                "Grad-CAM needs the network's layers, which an ONNX-loaded detector does not expose; "
+                "load the bundle with runtime='torch' (the default) to explain."
+            )
         self.model = copy.deepcopy(model).eval()
         self.layer = find_layer(self.model, self.layer_name)
         self._lock = threading.Lock()
