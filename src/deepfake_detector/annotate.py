@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .results import FACE_TOO_SMALL, LABEL_FAKE, LABEL_REAL, LABEL_UNCERTAIN, FaceResult
+from .results import FACE_TOO_SMALL, LABEL_FAKE, LABEL_REAL, LABEL_UNCERTAIN, FaceResult, Prediction
 
 _COLOURS = {
     LABEL_FAKE: (220, 40, 40),
@@ -42,3 +42,13 @@ def draw_faces(image: np.ndarray, faces: list[FaceResult], caption: str | None =
         draw.rectangle((0, 0, picture.width, max(14, picture.height // 20)), fill=(0, 0, 0))
         draw.text((4, 2), caption, fill=(255, 255, 255), font=font)
     return picture
+
+
+def annotated_pictures(pred: Prediction) -> list[tuple[str, Image.Image]]:
+    """``(name, picture)`` for each picture kept with ``pred`` (the image, or a video's most
+    suspicious frames), its faces and the verdict drawn on it; empty when none was kept."""
+    verdict = "no verdict" if pred.label is None else f"{pred.label} (p_fake {pred.p_fake:.2f})"
+    return [
+        (name, draw_faces(image, faces, verdict if name == "image" else f"{name}: video {verdict}"))
+        for name, image, faces in (pred.artifacts.images if pred.artifacts else [])
+    ]

@@ -13,7 +13,7 @@ import shutil
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -150,25 +150,19 @@ def check_output_dir(out_dir: str | Path) -> Path:
     return out
 
 
-def save_bundle(out_dir: str | Path, config: BundleConfig, model: nn.Module) -> Path:
-    """Write ``config`` and the model's weights to ``out_dir`` atomically; returns the path.
+def replace_folder(out_dir: Path, fill: Callable[[Path], None], owned: Callable[[str], bool]) -> Path:
+    """Write a folder atomically: ``fill(tmp)`` makes the new contents in a temporary folder
+    beside ``out_dir``, which then takes its place, so a crash never leaves a half-written one.
 
-    The new bundle is complete in a temporary folder beside the target before it is renamed
-    into place, so a crash never leaves a half-written bundle. Other files already in an
-    existing bundle folder (plots, reports) are carried over.
+    Entries of an existing ``out_dir`` for which ``owned(name)`` holds belong to the version
+    being replaced and are dropped; the others (plots, reports) are carried over.
     """
-    from safetensors.torch import save_file
-
-    out_dir = check_output_dir(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Not tempfile.mkdtemp: its folder is private (0700), and that folder becomes the bundle.
+    # Not tempfile.mkdtemp: its folder is private (0700), and that folder becomes the result.
     tmp = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:12]}.tmp"
     tmp.mkdir()
     try:
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        os.chmod(tmp / WEIGHTS_FILE, 0o644)  # safetensors writes 0600; a bundle is shared, like the config beside it
-        (tmp / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        fill(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -176,13 +170,29 @@ def save_bundle(out_dir: str | Path, config: BundleConfig, model: nn.Module) -> 
         os.replace(tmp, out_dir)
         return out_dir
     for item in out_dir.iterdir():
-        if item.name not in (CONFIG_FILE, WEIGHTS_FILE):
+        if not owned(item.name):
             os.replace(item, tmp / item.name)
     old = out_dir.with_name(f".{out_dir.name}.{uuid.uuid4().hex[:12]}.old")
     os.replace(out_dir, old)
     os.replace(tmp, out_dir)
     shutil.rmtree(old)
     return out_dir
+
+
+def save_bundle(out_dir: str | Path, config: BundleConfig, model: nn.Module) -> Path:
+    """Write ``config`` and the model's weights to ``out_dir`` atomically; returns the path.
+
+    Other files already in an existing bundle folder (plots, reports) are carried over.
+    """
+    from safetensors.torch import save_file
+
+    def fill(tmp: Path) -> None:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        os.chmod(tmp / WEIGHTS_FILE, 0o644)  # safetensors writes 0600; a bundle is shared, like the config beside it
+        (tmp / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+    return replace_folder(check_output_dir(out_dir), fill, lambda name: name in (CONFIG_FILE, WEIGHTS_FILE))
 
 
 def read_config(bundle_dir: str | Path) -> BundleConfig:

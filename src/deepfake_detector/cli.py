@@ -407,16 +407,14 @@ class _Outputs:
         Image.fromarray(crop).save(self.crops / f"{_unique_stem(path)}_{name}.png")
 
     def save_annotated(self, pred: Prediction) -> None:
-        from .annotate import draw_faces
+        from .annotate import annotated_pictures
         from .plots import plot_video_timeline
 
         if self.annotate is None or pred.artifacts is None:
             return
         stem = _unique_stem(pred.path)
-        verdict = "no verdict" if pred.label is None else f"{pred.label} (p_fake {pred.p_fake:.2f})"
-        for name, image, faces in pred.artifacts.images:
-            caption = f"{verdict}" if name == "image" else f"{name}: video {verdict}"
-            draw_faces(image, faces, caption).save(self.annotate / f"{stem}_{name}.jpg", quality=90)
+        for name, picture in annotated_pictures(pred):
+            picture.save(self.annotate / f"{stem}_{name}.jpg", quality=90)
         if pred.video is not None and pred.threshold is not None:
             plot_video_timeline(pred.video, self.annotate / f"{stem}_timeline.png", pred.threshold)
 

@@ -53,11 +53,10 @@ def run_demo(
     images: list[str] | None = None, out_dir: str | Path = "demo-output", model: str | None = None
 ) -> list[Prediction]:
     """Judge ``images`` (or the two samples) with the shipped detector (or ``model``)."""
-    from .annotate import draw_faces
-    from .shipped import default_model_dir
+    from .annotate import annotated_pictures
 
     out = Path(out_dir)
-    detector = Detector.load(model or default_model_dir())
+    detector = Detector.load(model)
     print(f"Model: {detector.name} (threshold {detector.threshold:.3f})", file=sys.stderr)
     if not images:
         print(
@@ -66,19 +65,20 @@ def run_demo(
         )
         images = [str(p) for p in sample_images(out)]
     out.mkdir(parents=True, exist_ok=True)
-    preds = list(detector.predict_many(images, keep_media=True))
-    for pred in preds:
+    preds = []
+    for pred in detector.predict_many(images, keep_media=True):
         name = Path(pred.path or "").name
         if not pred.ok:
             print(f"  {name:<32} error: {pred.error}")
-            continue
-        print(
-            f"  {name:<32} {pred.label:<9} p_fake {pred.p_fake:.3f}  "
-            f"faces {len(pred.faces or [])}  {pred.seconds:.2f} s"
-        )
-        caption = f"{pred.label} (p_fake {pred.p_fake:.2f})"
-        for part, pixels, faces in pred.artifacts.images if pred.artifacts else []:
-            draw_faces(pixels, faces, caption).save(out / f"{Path(name).stem}_{part}_verdict.jpg", quality=90)
+        else:
+            print(
+                f"  {name:<32} {pred.label:<9} p_fake {pred.p_fake:.3f}  "
+                f"faces {len(pred.faces or [])}  {pred.seconds:.2f} s"
+            )
+            for part, picture in annotated_pictures(pred):
+                picture.save(out / f"{Path(name).stem}_{part}_verdict.jpg", quality=90)
+        pred.artifacts = None  # the pixels are drawn: do not hold every picture until the end
+        preds.append(pred)
     print(f"Pictures with their verdicts drawn on them: {out}/*_verdict.jpg", file=sys.stderr)
     return preds
 

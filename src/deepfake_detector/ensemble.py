@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Sequence
@@ -32,7 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 from torch import nn
 
-from .bundle import CONFIG_FILE, WEIGHTS_FILE, BundleConfig, load_bundle
+from .bundle import CONFIG_FILE, WEIGHTS_FILE, BundleConfig, load_bundle, replace_folder
 from .errors import BundleError, DeepfakeDetectorError, InvalidArgumentError
 from .faces.crop import CropSpec
 from .threshold import Reencode, check_reencode, check_uncertain
@@ -274,30 +272,17 @@ def save_ensemble(out_dir: str | Path, config: EnsembleConfig, sources: Sequence
             f"{len(sources)} source(s)."
         )
     out = check_ensemble_dir(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:12]}.tmp"
-    tmp.mkdir()
-    try:
+
+    def fill(tmp: Path) -> None:
         for name, source in zip(config.members, sources):
             (tmp / name).mkdir()
             for file in (CONFIG_FILE, WEIGHTS_FILE):
                 shutil.copyfile(Path(source) / file, tmp / name / file)
         (tmp / ENSEMBLE_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if not out.exists():
-        os.replace(tmp, out)
-        return out
+
     try:
-        old_members = set(read_ensemble(out).members)
+        old_members = set(read_ensemble(out).members) if out.exists() else set()
     except BundleError:
         old_members = set()
-    for item in out.iterdir():
-        if item.name not in old_members | set(config.members) | {ENSEMBLE_FILE}:
-            os.replace(item, tmp / item.name)
-    old = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.old")
-    os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old)
-    return out
+    owned = old_members | set(config.members) | {ENSEMBLE_FILE}
+    return replace_folder(out, fill, lambda name: name in owned)

@@ -209,17 +209,15 @@ def calibrate(
 
 def install(bundle: Path) -> Path:
     """Copy the bundle into the package, where :func:`~deepfake_detector.shipped.default_model_dir` finds it."""
+    from .bundle import replace_folder
     from .shipped import DEFAULT_MODEL, WEIGHTS_DIR
 
-    target = WEIGHTS_DIR / DEFAULT_MODEL
-    tmp = WEIGHTS_DIR / f".{DEFAULT_MODEL}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(bundle, tmp, ignore=shutil.ignore_patterns("checkpoint*"))
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
-    return target
+    def fill(tmp: Path) -> None:
+        for item in Path(bundle).iterdir():
+            if item.is_file():
+                shutil.copy2(item, tmp / item.name)
+
+    return replace_folder(WEIGHTS_DIR / DEFAULT_MODEL, fill, lambda name: True)
 
 
 def rebuild(
