@@ -287,3 +287,10 @@ def test_calibrate_command(tmp_path: Path, trained_bundle: Path, synthetic_test:
     assert read_config(bundle).reencode is None
     assert main(["calibrate", str(bundle), "--val", str(synthetic_test), "--uncertain-share", "1.5"]) == 1
     assert "share" in capsys.readouterr().err
+
+
+def test_rebuild_names_a_missing_data_folder(tmp_path: Path, capsys) -> None:
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[train]\narch = "seed-cnn"\n')
+    assert main(["rebuild", "--recipe", str(recipe), "--data", str(tmp_path / "nowhere")]) == 1
+    assert "nowhere: no such data folder" in capsys.readouterr().err
