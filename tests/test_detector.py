@@ -14,6 +14,7 @@ from deepfake_detector import Detector, Prediction
 from deepfake_detector.bundle import CONFIG_FILE, WEIGHTS_FILE
 from deepfake_detector.data.synthetic import synthetic_image
 from deepfake_detector.errors import BundleError, InvalidArgumentError
+from deepfake_detector.media.image import load_image
 
 TOL = 1e-6
 
@@ -279,3 +280,22 @@ def test_load_unreadable_weights(tmp_path: Path, trained_bundle: Path) -> None:
     with pytest.raises(BundleError) as info:
         Detector.load(folder)
     assert str(folder / WEIGHTS_FILE) in str(info.value)
+
+
+def test_whole_images_decode_at_reduced_scale_and_score_alike(detector: Detector, tmp_path: Path) -> None:
+    """A large JPEG scored whole is decoded at a reduced scale (twice the model's input at
+    least): p_fake stays close to the full decode's; kept media and face crops get full size."""
+    assert detector.decode_size("off") == 2 * detector.preprocessing.input_size
+    assert detector.decode_size("only") is None and detector.decode_size("off", keep_media=True) is None
+    rng = np.random.default_rng(11)
+    paths = []
+    for i, fake in enumerate([False, True, False, True]):
+        picture = Image.fromarray(synthetic_image(rng, 150, fake=fake)).resize((1200, 900), Image.Resampling.BICUBIC)
+        paths.append(tmp_path / f"big{i}.jpg")
+        picture.save(paths[-1], quality=95)
+    full = detector.score_batch([load_image(p) for p in paths])
+    fast = np.array([p.p_fake for p in detector.predict_many(paths, faces="off")])
+    np.testing.assert_allclose(fast, full, atol=0.03)
+    assert detector.predict(paths[0], faces="off").p_fake == pytest.approx(fast[0], abs=1e-6)
+    kept = detector.predict(paths[0], faces="off", keep_media=True)
+    assert kept.artifacts.images[0][1].shape[:2] == (900, 1200)

@@ -183,9 +183,38 @@ def test_missing_onnxruntime_is_a_typed_error(tmp_path: Path, monkeypatch: pytes
         OnnxRunner(b"")
 
 
-def test_grad_cam_on_an_onnx_detector_says_to_use_torch(bundle: Path) -> None:
+def test_grad_cam_on_an_onnx_detector_uses_the_bundles_torch_network(bundle: Path, pictures: list[np.ndarray]) -> None:
     from deepfake_detector.errors import UnknownLayerError
     from deepfake_detector.explain import Explainer
 
-    with pytest.raises(UnknownLayerError, match="runtime='torch'"):
-        Explainer.for_detector(Detector.load(bundle, runtime="onnx"))
+    onnx_maps, onnx_p = Explainer.for_detector(Detector.load(bundle, runtime="onnx")).heat_maps(pictures[:2])
+    torch_maps, torch_p = Explainer.for_detector(Detector.load(bundle, runtime="torch")).heat_maps(pictures[:2])
+    np.testing.assert_allclose(onnx_p, torch_p, atol=1e-6)
+    for a, b in zip(onnx_maps, torch_maps):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    with pytest.raises(UnknownLayerError, match="runtime='torch'"):  # an export folder alone has no layers
+        Explainer.for_detector(Detector.load(bundle / ONNX_DIR, runtime="onnx"))
+
+
+def test_auto_runtime_takes_onnxruntime_for_a_current_export_on_cpu(bundle: Path, pictures: list[np.ndarray]) -> None:
+    auto = Detector.load(bundle)
+    assert auto.runtime == "onnx" and isinstance(auto.model, OnnxRunner)
+    torch_detector = Detector.load(bundle, runtime="torch")
+    assert torch_detector.runtime == "torch" and not isinstance(torch_detector.model, OnnxRunner)
+    np.testing.assert_allclose(auto.score_batch(pictures), torch_detector.score_batch(pictures), atol=TOL)
+
+
+def test_auto_runtime_falls_back_to_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No export, a stale export (with a warning naming it), or no onnxruntime: PyTorch scores."""
+    bundle_dir = _random_bundle(tmp_path, "seed-cnn")
+    assert Detector.load(bundle_dir).runtime == "torch"
+    export_bundle(bundle_dir)
+    assert Detector.load(bundle_dir).runtime == "onnx"
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "onnxruntime", None)
+        assert Detector.load(bundle_dir).runtime == "torch"
+    config, _ = load_bundle(bundle_dir)
+    save_bundle(bundle_dir, config, create_model("seed-cnn"))  # retrained in place: onnx/ is now stale
+    with pytest.warns(UserWarning, match="retrained"):
+        detector = Detector.load(bundle_dir)
+    assert detector.runtime == "torch"

@@ -524,3 +524,36 @@ def test_encode_jpeg() -> None:
 )
 def test_is_image_path(path, expected: bool) -> None:
     assert is_image_path(path) is expected
+
+
+def _smooth_photo(width: int, height: int) -> np.ndarray:
+    """A smooth colour picture (gradients), on which reduced-scale decoding must stay faithful."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    return np.stack([x / width * 255, y / height * 255, (x + y) / (width + height) * 255], axis=-1).astype(np.uint8)
+
+
+def test_min_side_decodes_a_large_jpeg_at_reduced_scale(tmp_path: Path) -> None:
+    picture = _smooth_photo(1200, 900)
+    path = _save(Image.fromarray(picture), tmp_path / "big.jpg", quality=95)
+    full = load_image(path)
+    _assert_rgb(full, (900, 1200))
+    reduced = load_image(path, min_side=200)  # 1/4 keeps 225 x 300, 1/8 would go under 200
+    _assert_rgb(reduced, (225, 300))
+    assert load_image(path.read_bytes(), min_side=448).shape[:2] == (450, 600)
+    shrunk = np.asarray(Image.fromarray(full).resize((300, 225), Image.Resampling.BILINEAR), dtype=np.float32)
+    assert np.abs(reduced.astype(np.float32) - shrunk).mean() < 3.0  # the same picture, not a crop or a shift
+
+
+def test_min_side_keeps_full_size_when_it_cannot_reduce(tmp_path: Path) -> None:
+    """Small JPEGs, other formats and arrays keep every pixel."""
+    small = _save(Image.fromarray(_smooth_photo(300, 200)), tmp_path / "small.jpg")
+    assert load_image(small, min_side=224).shape[:2] == (200, 300)
+    png = _save(Image.fromarray(_smooth_photo(1200, 900)), tmp_path / "big.png")
+    assert load_image(png, min_side=100).shape[:2] == (900, 1200)
+    assert load_image(_smooth_photo(1200, 900), min_side=100).shape[:2] == (900, 1200)
+
+
+@pytest.mark.parametrize("min_side", [0, -5, 2.5, "224", True])
+def test_bad_min_side_is_refused(min_side: object) -> None:
+    with pytest.raises(InvalidArgumentError, match="min_side"):
+        load_image(_smooth_photo(64, 64), min_side=min_side)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from deepfake_detector.cli import main
 from deepfake_detector.data.dataset import Sample, load_dataset
 from deepfake_detector.data.held_out import PARTS, crops_of, split_sources, write_manifest
 from deepfake_detector.data.synthetic import synthetic_image
+from deepfake_detector.detector import Detector
 from deepfake_detector.errors import BundleError, DatasetError, InvalidArgumentError
 from deepfake_detector.faces.base import FaceBox
 from deepfake_detector.rebuild import CalibrateStep, calibrate, install, read_recipe, rebuild
@@ -259,6 +261,9 @@ batch_size = 16
     assert all(parts[p] for p in PARTS)
     assert not {s.path for s in parts["train"]} & {s.path for s in parts["test"]}
     assert read_config(shipped.default_model_dir()).name == "mini"
+    if importlib.util.find_spec("onnx") is not None:  # the export ships with the weights, and is what CPUs run
+        assert (shipped.default_model_dir() / "onnx" / "model.onnx").is_file()
+        assert Detector.load().runtime == "onnx"
     # a second run keeps the crops made with the same crop
     crop_file = next((tmp_path / "work" / "crops" / "gen_faces").rglob("*_face0.png"))
     before = crop_file.stat().st_mtime_ns

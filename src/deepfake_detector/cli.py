@@ -67,6 +67,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_runtime_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--runtime",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="what runs the network: auto (default) takes onnxruntime on the CPU when the bundle holds an "
+        "ONNX export (deepfake-detector export), else PyTorch",
+    )
+
+
 def _add_face_options(p: argparse.ArgumentParser, with_mode: bool = True) -> None:
     if with_mode:
         p.add_argument(
@@ -196,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=_probability, help="override the bundle's threshold")
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--workers", type=_positive_int)
+    _add_runtime_option(p)
     p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("predict", help="judge images and videos: files, folders (recursive) and globs")
@@ -219,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--workers", type=_positive_int, help="decoding threads (default: CPU count)")
+    _add_runtime_option(p)
     _add_face_options(p)
     _add_sampling_options(p)
     p.add_argument(
@@ -340,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-upload-mb", type=_positive_int, default=50, help="largest request body accepted, in MiB (default 50)"
     )
+    _add_runtime_option(p)
 
     p = sub.add_parser("export", help="write a bundle's network as ONNX, with its config.json beside it")
     p.add_argument("model", metavar="BUNDLE", help="bundle folder (an ensemble: export each member)")
@@ -444,7 +457,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .media.files import expand_inputs
 
     sampling = _sampling(args)
-    detector = Detector.load(_model_dir(args.model), face_detector=args.face_detector, **_min_face(args))
+    detector = Detector.load(
+        _model_dir(args.model), face_detector=args.face_detector, runtime=args.runtime, **_min_face(args)
+    )
     paths = expand_inputs(args.inputs)
     if not paths:
         print("error: no images or videos found in the given inputs.", file=sys.stderr)
@@ -561,11 +576,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .detector import Detector
     from .evaluation import evaluate
     from .report import format_value
 
     result = evaluate(
-        _model_dir(args.model),
+        Detector.load(_model_dir(args.model), runtime=args.runtime),
         args.data,
         args.out,
         launder=args.launder,
@@ -715,9 +731,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # Loaded before listening, so a bad --model ends here with its message instead of a
     # server that never gets ready.
     print("loading the model...", file=sys.stderr)
-    detector = Detector.load(_model_dir(args.model))
+    detector = Detector.load(_model_dir(args.model), runtime=args.runtime)
     app = create_app(detector, max_upload_bytes=args.max_upload_mb * 1024 * 1024)
-    print(f"serving {detector.name} on http://{args.host}:{args.port} (API docs at /docs)", file=sys.stderr)
+    print(
+        f"serving {detector.name} ({detector.runtime}) on http://{args.host}:{args.port} (API docs at /docs)",
+        file=sys.stderr,
+    )
     uvicorn.run(app, host=args.host, port=args.port)
     return EXIT_OK
 

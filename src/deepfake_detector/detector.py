@@ -21,9 +21,11 @@ members' scores combine into the one ``p_fake`` that everything above uses.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
+import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,7 +40,7 @@ from torch import nn
 from .bundle import BundleConfig, load_bundle
 from .devices import pick_device
 from .ensemble import EnsembleConfig, Member, is_ensemble, load_ensemble
-from .errors import DeepfakeDetectorError, InvalidArgumentError
+from .errors import BundleError, DeepfakeDetectorError, InvalidArgumentError
 from .face_crops import MIN_FACE, face_crops
 from .faces.base import FaceDetector
 from .faces.crop import CropSpec
@@ -66,8 +68,9 @@ CropSink = Callable[[str | None, str, np.ndarray], None]
 ModelInput = Union[np.ndarray, tuple[np.ndarray, ...]]
 
 FACE_MODES = ("auto", "off", "only")
-RUNTIMES = ("torch", "onnx")
+RUNTIMES = ("auto", "torch", "onnx")
 MAX_MODEL_BATCH = 64  # inputs per forward pass, however many faces one picture holds
+DRAFT_FACTOR = 2  # a whole image is decoded at no less than this many times the model's input size
 
 
 def source_name(source: Any) -> str | None:
@@ -174,6 +177,8 @@ class Detector:
         self._face_detector_choice = face_detector
         self._face_detector: FaceDetector | None = None if isinstance(face_detector, str) else face_detector
         self._lock = threading.Lock()
+        self.runtime = "torch"  # what runs the network: set by load(); see RUNTIMES
+        self.source: Path | None = None  # the folder load() read, for tools that need the torch network
 
     @classmethod
     def load(
@@ -183,46 +188,69 @@ class Detector:
         device: str = "auto",
         face_detector: str | FaceDetector = "auto",
         min_face: int = MIN_FACE,
-        runtime: str = "torch",
+        runtime: str = "auto",
     ) -> Detector:
         """Load a bundle folder (``config.json`` + ``model.safetensors``) or an ensemble
         folder (``ensemble.json`` + one bundle folder per member); with none, the detector
         shipped inside the package.
 
-        ``runtime="onnx"`` scores with onnxruntime on the CPU instead of torch, from an
-        export folder or a bundle's ``onnx/`` (see :mod:`deepfake_detector.export`); the
-        preprocessing and p_fake are the same. Grad-CAM needs ``runtime="torch"``."""
+        ``runtime`` picks what runs the network. ``"onnx"``: onnxruntime on the CPU, from an
+        export folder or a bundle's ``onnx/`` (see :mod:`deepfake_detector.export`).
+        ``"torch"``: PyTorch, on ``device``. ``"auto"`` (the default): onnxruntime when the
+        network runs on the CPU and the bundle holds an ONNX export of its current weights
+        (an export is only written when it agrees with PyTorch), since it is several times
+        faster there; PyTorch otherwise (GPUs, ensembles, bundles without an export). The
+        preprocessing and p_fake are the same either way; ``Detector.runtime`` says which
+        one was taken. Grad-CAM always runs the PyTorch network (see
+        :meth:`Explainer.for_detector <deepfake_detector.explain.Explainer.for_detector>`).
+        """
         if runtime not in RUNTIMES:
             raise InvalidArgumentError(f"The 'runtime' parameter must be one of {RUNTIMES}; got {runtime!r}.")
         if bundle_dir is None:
             from .shipped import default_model_dir
 
             bundle_dir = default_model_dir()
+        bundle_dir = Path(bundle_dir)
+        if runtime == "onnx" and device not in ("auto", "cpu"):
+            raise InvalidArgumentError(f"runtime='onnx' runs on the CPU; got device={device!r}.")
+        torch_device = pick_device("cpu" if runtime == "onnx" else device)
         config: BundleConfig | EnsembleConfig
-        if runtime == "onnx":
-            if device not in ("auto", "cpu"):
-                raise InvalidArgumentError(f"runtime='onnx' runs on the CPU; got device={device!r}.")
+        model: nn.Module | None = None
+        members: list[Member] = []
+        if runtime == "onnx" or (runtime == "auto" and torch_device.type == "cpu" and _may_use_onnx(bundle_dir)):
             from .export import load_onnx
 
-            config, model = load_onnx(bundle_dir)
-            members, preprocessing, device = [], config.preprocessing, "cpu"
+            try:
+                config, model = load_onnx(bundle_dir)
+                runtime = "onnx"
+            except BundleError as exc:
+                if runtime == "onnx":
+                    raise
+                warnings.warn(f"{exc} Scoring with PyTorch instead.", stacklevel=2)
+        if model is not None:
+            preprocessing = config.preprocessing
         elif is_ensemble(bundle_dir):
+            runtime = "torch"
             config, members = load_ensemble(bundle_dir)
-            model, preprocessing = None, members[0].config.preprocessing
+            preprocessing = members[0].config.preprocessing
         else:
+            runtime = "torch"
             config, model = load_bundle(bundle_dir)
-            members, preprocessing = [], config.preprocessing
+            preprocessing = config.preprocessing
         if face_detector == "auto" and preprocessing.face_detector:
             face_detector = preprocessing.face_detector  # the detector the training crops came from
-        return cls(
+        detector = cls(
             config,
             model,
             members=members,
-            device=pick_device(device),
-            name=config.name or Path(bundle_dir).name,
+            device=torch_device,
+            name=config.name or bundle_dir.name,
             face_detector=face_detector,
             min_face=min_face,
         )
+        detector.runtime = runtime
+        detector.source = bundle_dir
+        return detector
 
     @property
     def threshold(self) -> float:
@@ -243,6 +271,18 @@ class Detector:
         """Whether images are judged on face crops: always with ``"only"``, never with
         ``"off"``, and with ``"auto"`` when the bundle was trained on face crops."""
         return faces == "only" or (faces == "auto" and self.preprocessing.crop is not None)
+
+    def decode_size(self, faces: str = "auto", keep_media: bool = False) -> int | None:
+        """The smallest side a JPEG needs to be decoded at for this detector (see
+        ``load_image(min_side=...)``), or None for full size.
+
+        Scored whole, an image is shrunk to the model's input anyway, so twice the input
+        size is plenty and a large JPEG decodes several times faster. Face crops need the
+        full resolution of the face, and kept media are shown to people, so both get it.
+        """
+        if self.uses_faces(faces) or keep_media:
+            return None
+        return DRAFT_FACTOR * max(t.input_size for t in self._transforms)
 
     def _options(
         self,
@@ -418,7 +458,7 @@ class Detector:
         if _is_video(source):
             return judge_video(self, str(source), opts, sampling or FrameSampling(), batch_size=32, progress=None)
         started = time.perf_counter()
-        image = load_image(source)
+        image = load_image(source, min_side=self.decode_size(opts.faces, opts.keep_media))
         analysed = self._analyse(image, opts)
         p = self._apply_scores(analysed, self._p_fake(analysed.model_inputs()), opts, source_name(source))
         return self._image_prediction(_Item(source, analysed, None, 0.0, image), p, time.perf_counter() - started, opts)
@@ -471,7 +511,7 @@ class Detector:
         aggregate: str = "max",
         sampling: FrameSampling | None = None,
         keep_media: bool = False,
-        loader: Loader = load_image,
+        loader: Loader | None = None,
         on_crop: CropSink | None = None,
         video_progress: VideoProgress | None = None,
         uncertain_band: float | None = None,
@@ -481,8 +521,9 @@ class Detector:
 
         Images are decoded (and their faces found) in ``workers`` threads while the model
         scores batches of ``batch_size`` inputs; a video is one unit, streamed frame by
-        frame. ``loader`` turns an image source into an array (evaluation's laundering
-        passes its own). ``keep_media`` attaches the decoded image (or a video's most
+        frame. ``loader`` turns an image source into an array (default: ``load_image``,
+        at reduced scale where :meth:`decode_size` allows; evaluation's laundering passes
+        its own). ``keep_media`` attaches the decoded image (or a video's most
         suspicious frames) as ``Prediction.artifacts``; ``on_crop(path, name, crop)``
         receives every face crop that is scored. ``uncertain_band`` and ``reencode_check``
         are as in :meth:`predict`; the re-encoded copies are scored in the same batches,
@@ -501,7 +542,7 @@ class Detector:
             batch_size,
             workers or max(1, os.cpu_count() or 1),
             opts,
-            loader,
+            loader or functools.partial(load_image, min_side=self.decode_size(faces, keep_media)),
             sampling or FrameSampling(),
             video_progress,
         )
@@ -589,7 +630,7 @@ class Detector:
         """A flat description for reports and the ``About`` panels of front ends.
 
         ``trained_on`` describes the training data, ``terms`` the terms of use it came with
-        (``None`` when not recorded). For an ensemble, ``arch`` is ``"ensemble"``,
+        (``None`` when not recorded); ``runtime`` what runs the network. For an ensemble, ``arch`` is ``"ensemble"``,
         ``input_size`` is ``None`` unless all members share one, ``members`` describes each
         member and ``combine`` names the rule; the threshold and validation score are the
         ensemble's own, from ``ensemble.json``.
@@ -602,6 +643,7 @@ class Detector:
             "input_size": self.preprocessing.input_size,
             "threshold": self.config.threshold,
             "input": "face crops" if crop is not None else "whole images",
+            "runtime": self.runtime,
             "trained_on": "; ".join(dict.fromkeys(_trained_on(m.config) for m in self.members)),
             "terms": "; ".join(dict.fromkeys(t for m in self.members if (t := m.config.training.get("terms")))) or None,
             "validation_roc_auc_score": validation.get("roc_auc_score"),
@@ -636,6 +678,18 @@ def reencoded_copies(pixels: np.ndarray, reencode: Reencode) -> list[np.ndarray]
         small = picture.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR)
         copies.append(np.asarray(small.resize((width, height), Image.Resampling.BILINEAR)))
     return copies
+
+
+def _may_use_onnx(bundle_dir: Path) -> bool:
+    """Whether ``runtime="auto"`` should try onnxruntime: it is installed and the folder is
+    one bundle with an ONNX export in it (whether the export is current, load_onnx checks)."""
+    from .export import find_onnx
+
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return not is_ensemble(bundle_dir) and find_onnx(bundle_dir) is not None
 
 
 def _is_video(source: Any) -> bool:

@@ -169,7 +169,7 @@ class Explainer:
         if isinstance(model, OnnxRunner):
             raise UnknownLayerError(
                 "Grad-CAM needs the network's layers, which an ONNX-loaded detector does not expose; "
-                "load the bundle with runtime='torch' (the default) to explain."
+                "explain from the bundle folder (with its model.safetensors), or load it with runtime='torch'."
             )
         self.model = copy.deepcopy(model).eval()
         self.layer = find_layer(self.model, self.layer_name)
@@ -182,7 +182,17 @@ class Explainer:
         An ensemble's scores mix several networks, and Grad-CAM follows one: a Detector with
         ``members`` (see :class:`~deepfake_detector.ensemble.Member`) is explained through
         member ``member``, the first by default.
+
+        An ONNX graph has no layers to hook, so a Detector that scores with onnxruntime is
+        explained through the PyTorch network of the bundle it was loaded from (the export
+        agrees with it to 1e-4); an export folder without the bundle's weights cannot be.
         """
+        from .bundle import WEIGHTS_FILE, load_bundle
+
+        source = getattr(detector, "source", None)
+        if getattr(detector, "runtime", "torch") == "onnx" and source is not None and (source / WEIGHTS_FILE).is_file():
+            config, model = load_bundle(source)
+            return cls(model, config, layer=layer)
         members = getattr(detector, "members", None)
         if members:
             chosen = members[member]

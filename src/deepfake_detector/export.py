@@ -180,6 +180,14 @@ class OnnxRunner(nn.Module):
         return torch.from_numpy(self.session.run(None, {self.input_name: batch})[0])
 
 
+def find_onnx(folder: str | Path) -> Path | None:
+    """The ONNX model of an export folder (``model.onnx``) or of a bundle (``onnx/model.onnx``), if any."""
+    for path in (Path(folder) / ONNX_FILE, Path(folder) / ONNX_DIR / ONNX_FILE):
+        if path.is_file():
+            return path
+    return None
+
+
 def load_onnx(folder: str | Path) -> tuple[BundleConfig, OnnxRunner]:
     """The config and an onnxruntime runner for an export folder (``model.onnx`` and
     ``config.json``) or a bundle folder holding ``onnx/model.onnx``.
@@ -192,10 +200,8 @@ def load_onnx(folder: str | Path) -> tuple[BundleConfig, OnnxRunner]:
     if is_ensemble(folder):
         raise ExportError(f"{folder}: is an ensemble; runtime='onnx' takes one bundle for now. Use runtime='torch'.")
     config = read_config(folder)
-    path = folder / ONNX_FILE
-    if not path.is_file():
-        path = folder / ONNX_DIR / ONNX_FILE
-    if not path.is_file():
+    path = find_onnx(folder)
+    if path is None:
         raise BundleError(
             f"{folder}: no ONNX model ({ONNX_FILE} or {ONNX_DIR}/{ONNX_FILE}); "
             f"make one with: deepfake-detector export {folder} --format onnx"

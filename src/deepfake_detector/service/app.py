@@ -251,7 +251,10 @@ def _add_routes(app: FastAPI) -> None:
         first unreadable file, named in the error, so a client never has to match partial
         results to its uploads."""
         names = [upload.filename or f"file{i}" for i, upload in enumerate(file)]
-        images = [await run_in_threadpool(_decode, upload, name, settings) for upload, name in zip(file, names)]
+        min_side = detector.decode_size(faces)
+        images = [
+            await run_in_threadpool(_decode, upload, name, settings, min_side) for upload, name in zip(file, names)
+        ]
         predictions = await run_in_threadpool(
             lambda: list(detector.predict_many(images, faces=faces, threshold=threshold, aggregate=aggregate))
         )
@@ -283,13 +286,14 @@ def _add_routes(app: FastAPI) -> None:
         return _as_dict(prediction, name)
 
 
-def _decode(upload: UploadFile, name: str, settings: ServiceSettings) -> np.ndarray:
-    """One upload as an RGB array, through the core's decoder and the app's pixel limit.
+def _decode(upload: UploadFile, name: str, settings: ServiceSettings, min_side: int | None) -> np.ndarray:
+    """One upload as an RGB array, through the core's decoder and the app's pixel limit
+    (at reduced scale down to ``min_side``, as the library decodes for the same options).
 
     The spooled upload is at most ``max_upload_bytes`` (the body limit saw to that), so
     reading it whole is bounded."""
     upload.file.seek(0)
-    return load_image(upload.file.read(), max_pixels=settings.max_pixels, name=name)
+    return load_image(upload.file.read(), max_pixels=settings.max_pixels, name=name, min_side=min_side)
 
 
 def _copy_upload(upload: UploadFile, path: Path) -> None:

@@ -99,6 +99,7 @@ class ModelInfo(BaseModel):
     input_size: int | None
     threshold: float
     input: str = Field(description="'face crops' or 'whole images'")
+    runtime: str = Field("torch", description="what runs the network: 'onnx' (onnxruntime) or 'torch'")
     trained_on: str
     terms: str | None = None
     validation_roc_auc_score: float | None = None
