@@ -125,6 +125,22 @@ def test_several_files_in_one_request(client: TestClient, detector: Detector) ->
         assert p["threshold"] == 0.3
 
 
+def test_uncertain_options_match_the_library(client: TestClient, detector: Detector) -> None:
+    """The band and the re-encoding check are the library's options, with its answers; a
+    large JPEG is decoded at reduced scale by both alike."""
+    big = Image.fromarray(np.random.default_rng(3).integers(0, 256, (40, 60, 3), np.uint8)).resize((900, 600))
+    buffer = io.BytesIO()
+    big.save(buffer, format="JPEG", quality=92)
+    for params in ({"uncertain_band": 0.49}, {"reencode_check": "true"}, {"reencode_check": "false"}, {}):
+        response = client.post("/v1/predict", files={"file": ("big.jpg", buffer.getvalue())}, params=params)
+        assert response.status_code == 200, response.text
+        (served,) = response.json()["predictions"]
+        options = {k: (v == "true" if k == "reencode_check" else v) for k, v in params.items()}
+        expected = detector.predict(buffer.getvalue(), **options)
+        assert served["p_fake"] == pytest.approx(expected.p_fake, abs=1e-6)
+        assert (served["label"], served["note"]) == (expected.label, expected.note)
+
+
 @pytest.mark.parametrize(
     ("name", "data"),
     [("notes.txt", b"just some text, not an image\n"), ("empty.png", b""), ("cut.png", _png()[:200])],
@@ -173,7 +189,16 @@ def test_too_many_pixels_is_413(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     "params",
-    [{"faces": "bogus"}, {"threshold": 2}, {"threshold": "abc"}, {"threshold": "nan"}, {"aggregate": "median"}],
+    [
+        {"faces": "bogus"},
+        {"threshold": 2},
+        {"threshold": "abc"},
+        {"threshold": "nan"},
+        {"aggregate": "median"},
+        {"uncertain_band": 0.5},
+        {"uncertain_band": -0.1},
+        {"reencode_check": "sometimes"},
+    ],
 )
 def test_bad_options_are_422(client: TestClient, params: dict) -> None:
     body = _assert_error(

@@ -246,18 +246,25 @@ def _add_routes(app: FastAPI) -> None:
         faces: Annotated[FacesOption, Query(description="judge faces (auto: as the model was trained)")] = "auto",
         threshold: Annotated[float | None, Query(ge=0.0, le=1.0, description="default: the model's")] = None,
         aggregate: Annotated[AggregateOption, Query(description="how face scores make the image's")] = "max",
+        uncertain_band: Annotated[
+            float | None, Query(ge=0.0, lt=0.5, description="'uncertain' within this of the threshold")
+        ] = None,
+        reencode_check: Annotated[
+            bool | None, Query(description="'uncertain' when re-encoded copies flip the verdict (default: model's)")
+        ] = None,
     ) -> dict[str, Any]:
         """Judge images (JPEG, PNG, WebP, BMP, TIFF, GIF). The whole request fails with the
         first unreadable file, named in the error, so a client never has to match partial
         results to its uploads."""
         names = [upload.filename or f"file{i}" for i, upload in enumerate(file)]
-        min_side = detector.decode_size(faces)
-        images = [
-            await run_in_threadpool(_decode, upload, name, settings, min_side) for upload, name in zip(file, names)
-        ]
-        predictions = await run_in_threadpool(
-            lambda: list(detector.predict_many(images, faces=faces, threshold=threshold, aggregate=aggregate))
-        )
+        options = {
+            "faces": faces,
+            "threshold": threshold,
+            "aggregate": aggregate,
+            "uncertain_band": uncertain_band,
+            "reencode_check": reencode_check,
+        }
+        predictions = await run_in_threadpool(_judge_images, detector, file, names, settings, options)
         return {"predictions": [_as_dict(p, name) for p, name in zip(predictions, names)]}
 
     @app.post("/v1/predict/video", response_model=PredictionModel, tags=["predict"])
@@ -284,6 +291,20 @@ def _add_routes(app: FastAPI) -> None:
             except MediaError as exc:  # name the upload, not our temporary file
                 raise type(exc)(name, exc.reason) from None
         return _as_dict(prediction, name)
+
+
+def _judge_images(
+    detector: Detector,
+    uploads: list[UploadFile],
+    names: list[str],
+    settings: ServiceSettings,
+    options: dict[str, Any],
+) -> list[Prediction]:
+    """Decode every upload (the first unreadable one raises, naming it), then judge them in
+    shared batches: one trip to the thread pool per request."""
+    min_side = detector.decode_size(options["faces"])
+    images = [_decode(upload, name, settings, min_side) for upload, name in zip(uploads, names)]
+    return list(detector.predict_many(images, **options))
 
 
 def _decode(upload: UploadFile, name: str, settings: ServiceSettings, min_side: int | None) -> np.ndarray:
