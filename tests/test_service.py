@@ -141,6 +141,25 @@ def test_uncertain_options_match_the_library(client: TestClient, detector: Detec
         assert (served["label"], served["note"]) == (expected.label, expected.note)
 
 
+def test_explain_adds_a_heat_map_per_judged_region(client: TestClient, detector: Detector) -> None:
+    import base64
+
+    uploads = [("file", ("a.png", _png(width=120, height=90, seed=4))), ("file", ("b.jpg", _jpeg(seed=5)))]
+    response = client.post("/v1/predict", files=uploads, params={"explain": "true"})
+    assert response.status_code == 200, response.text
+    for served, (_, (_, data)) in zip(response.json()["predictions"], uploads):
+        expected = detector.predict(data)
+        assert served["p_fake"] == pytest.approx(expected.p_fake, abs=1e-6)
+        (heat,) = served["heat_maps"]  # a whole-image model: one map, over the whole picture
+        width, height = Image.open(io.BytesIO(data)).size
+        assert heat["name"] == "image" and heat["region"] == [0, 0, width, height]
+        assert heat["p_fake"] == pytest.approx(expected.p_fake, abs=1e-4)
+        overlay = Image.open(io.BytesIO(base64.b64decode(heat["png"])))
+        assert overlay.format == "PNG" and overlay.size == (width, height)
+    plain = client.post("/v1/predict", files=uploads[:1]).json()["predictions"][0]
+    assert plain["heat_maps"] is None
+
+
 @pytest.mark.parametrize(
     ("name", "data"),
     [("notes.txt", b"just some text, not an image\n"), ("empty.png", b""), ("cut.png", _png()[:200])],
@@ -198,6 +217,7 @@ def test_too_many_pixels_is_413(client: TestClient) -> None:
         {"uncertain_band": 0.5},
         {"uncertain_band": -0.1},
         {"reencode_check": "sometimes"},
+        {"explain": "maybe"},
     ],
 )
 def test_bad_options_are_422(client: TestClient, params: dict) -> None:

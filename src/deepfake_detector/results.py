@@ -188,11 +188,15 @@ class Prediction:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Prediction:
-        """The inverse of :meth:`to_dict` (for clients reading JSON lines or REST responses)."""
+        """The inverse of :meth:`to_dict` (for clients reading JSON lines or REST responses).
+
+        Keys that are not fields are left out, so a row with extra columns (the service's
+        ``heat_maps``, a content hash) still reads."""
         video = d.get("video")
+        known = {f.name for f in fields(cls)}
         return cls(
             **{
-                **d,
+                **{k: v for k, v in d.items() if k in known},
                 "faces": [FaceResult.from_dict(f) for f in d.get("faces", [])],
                 "video": VideoResult.from_dict(video) if video is not None else None,
             }

@@ -20,9 +20,12 @@ follows from three choices:
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import logging
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -48,6 +51,7 @@ from ..errors import (
     MediaNotFoundError,
     MediaTooLargeError,
 )
+from ..explain import Explainer
 from ..media.image import load_image
 from ..media.video import VIDEO_SUFFIXES, FrameSampling, probe_video
 from ..results import Prediction
@@ -136,6 +140,8 @@ def create_app(
     app.state.settings = settings
     app.state.detector = detector
     app.state.load_error = None
+    app.state.explainer = None
+    app.state.explainer_lock = threading.Lock()
     app.add_exception_handler(DeepfakeDetectorError, _core_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -240,6 +246,7 @@ def _add_routes(app: FastAPI) -> None:
 
     @app.post("/v1/predict", response_model=PredictResponse, tags=["predict"])
     async def predict_images(
+        request: Request,
         file: Annotated[list[UploadFile], File(description="one or more images; repeat the field for several")],
         detector: Annotated[Detector, Depends(get_detector)],
         settings: Annotated[ServiceSettings, Depends(get_settings)],
@@ -252,10 +259,13 @@ def _add_routes(app: FastAPI) -> None:
         reencode_check: Annotated[
             bool | None, Query(description="'uncertain' when re-encoded copies flip the verdict (default: model's)")
         ] = None,
+        explain: Annotated[
+            bool, Query(description="add a Grad-CAM heat map of each judged face (or the whole image)")
+        ] = False,
     ) -> dict[str, Any]:
         """Judge images (JPEG, PNG, WebP, BMP, TIFF, GIF). The whole request fails with the
         first unreadable file, named in the error, so a client never has to match partial
-        results to its uploads."""
+        results to its uploads. With ``explain=true`` each prediction carries ``heat_maps``."""
         names = [upload.filename or f"file{i}" for i, upload in enumerate(file)]
         options = {
             "faces": faces,
@@ -264,8 +274,18 @@ def _add_routes(app: FastAPI) -> None:
             "uncertain_band": uncertain_band,
             "reencode_check": reencode_check,
         }
-        predictions = await run_in_threadpool(_judge_images, detector, file, names, settings, options)
-        return {"predictions": [_as_dict(p, name) for p, name in zip(predictions, names)]}
+        if explain:
+            explainer = await run_in_threadpool(_explainer, request.app, detector)
+            predictions = await run_in_threadpool(_judge_images, detector, file, names, settings, options, True)
+            heat_maps = await run_in_threadpool(lambda: [_heat_maps(explainer, p) for p in predictions])
+        else:
+            predictions = await run_in_threadpool(_judge_images, detector, file, names, settings, options)
+            heat_maps = [None] * len(predictions)
+        return {
+            "predictions": [
+                {**_as_dict(p, name), "heat_maps": maps} for p, name, maps in zip(predictions, names, heat_maps)
+            ]
+        }
 
     @app.post("/v1/predict/video", response_model=PredictionModel, tags=["predict"])
     async def predict_video(
@@ -299,12 +319,42 @@ def _judge_images(
     names: list[str],
     settings: ServiceSettings,
     options: dict[str, Any],
+    keep_media: bool = False,
 ) -> list[Prediction]:
     """Decode every upload (the first unreadable one raises, naming it), then judge them in
     shared batches: one trip to the thread pool per request."""
-    min_side = detector.decode_size(options["faces"])
+    min_side = detector.decode_size(options["faces"], keep_media)
     images = [_decode(upload, name, settings, min_side) for upload, name in zip(uploads, names)]
-    return list(detector.predict_many(images, **options))
+    return list(detector.predict_many(images, keep_media=keep_media, **options))
+
+
+def _explainer(app: FastAPI, detector: Detector) -> Explainer:
+    """The app's Grad-CAM explainer, made on first use (it loads the PyTorch network) and shared."""
+    with app.state.explainer_lock:
+        if app.state.explainer is None:
+            app.state.explainer = Explainer.for_detector(detector)
+        return app.state.explainer
+
+
+def _heat_maps(explainer: Explainer, prediction: Prediction) -> list[dict[str, Any]]:
+    """The heat maps of one image's judged regions, each laid over its region as a base64 PNG."""
+    if not prediction.ok or prediction.artifacts is None:
+        return []
+    maps = []
+    for _, explanation in explainer.explain_prediction(prediction):
+        for heat in explanation.heat_maps:
+            buffer = io.BytesIO()
+            heat.overlay().save(buffer, format="PNG")
+            maps.append(
+                {
+                    "name": heat.name,
+                    "region": [int(v) for v in heat.region],
+                    "p_fake": heat.p_fake,
+                    "png": base64.b64encode(buffer.getvalue()).decode("ascii"),
+                }
+            )
+    prediction.artifacts = None  # the pixels are no longer needed
+    return maps
 
 
 def _decode(upload: UploadFile, name: str, settings: ServiceSettings, min_side: int | None) -> np.ndarray:

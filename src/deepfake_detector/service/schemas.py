@@ -85,10 +85,25 @@ class PredictionModel(BaseModel):
     video: Video | None = None
 
 
+class HeatMapModel(BaseModel):
+    """A Grad-CAM heat map of one judged region (a face crop, or the whole image)."""
+
+    name: str = Field(description="'face0', 'face1', ... (as in ``faces``, scored ones only) or 'image'")
+    region: list[int] = Field(description="[x0, y0, x1, y1]: the part of the image the map covers, in its pixels")
+    p_fake: float = Field(description="the network's score of that region in the pass that made the map")
+    png: str = Field(description="base64 PNG: the region with the heat map laid over it (red: pushed p_fake up)")
+
+
+class ExplainedPrediction(PredictionModel):
+    """A prediction, with heat maps when ``explain=true`` was asked for (null otherwise)."""
+
+    heat_maps: list[HeatMapModel] | None = None
+
+
 class PredictResponse(BaseModel):
     """One prediction per uploaded image, in upload order."""
 
-    predictions: list[PredictionModel]
+    predictions: list[ExplainedPrediction]
 
 
 class ModelInfo(BaseModel):
