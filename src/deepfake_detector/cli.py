@@ -190,6 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(Shiohara and Yamasaki 2022): teaches blending traces instead of one method (default 0)",
     )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument(
+        "--ddp",
+        nargs="?",
+        type=_positive_int,
+        const=0,
+        metavar="N",
+        help="train on N processes with DistributedDataParallel (gloo on CPU, NCCL on GPU; default N: one per "
+        "GPU, else 2); --batch-size stays the global batch. Under torchrun, join its processes instead",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
     p = sub.add_parser("evaluate", help="measure a trained detector on labelled data; writes report.md and plots")
@@ -563,6 +572,7 @@ def _cmd_crop_faces(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import functools
     from dataclasses import fields
 
     from .training import TrainConfig, train
@@ -570,7 +580,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # Every TrainConfig field is a train option of the same name; only those given override.
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name) is not None}
     config = TrainConfig.from_recipe(args.recipe, **given) if args.recipe else TrainConfig.create(**given)
-    bundle = train(config, resume=args.resume, progress=not args.quiet)
+    if args.ddp is None:
+        bundle = train(config, resume=args.resume, progress=not args.quiet)
+    else:
+        from . import distributed
+
+        if distributed.under_torchrun():
+            distributed.init_from_env(config.device)
+            main_rank = distributed.rank() == 0
+            try:
+                bundle = train(config, resume=args.resume, progress=not args.quiet)
+            finally:
+                distributed.dist.destroy_process_group()
+            if not main_rank:
+                return EXIT_OK
+        else:
+            nprocs = args.ddp or distributed.default_processes(config.device)
+            job = functools.partial(train, resume=args.resume, progress=not args.quiet)
+            distributed.launch(job, nprocs, config, device=config.device)
+            bundle = Path(config.out)
     print(bundle)
     return EXIT_OK
 

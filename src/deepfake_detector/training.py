@@ -249,10 +249,21 @@ def train(
 
     ``on_epoch_end(epoch, history_row)`` runs after each epoch's checkpoint is saved
     (tests use it to interrupt a run).
+
+    Inside a process group of several ranks (see :mod:`deepfake_detector.distributed`),
+    each rank trains on its share of every global batch of ``batch_size`` under
+    DistributedDataParallel; every rank validates alike, so they stop together, and rank 0
+    alone logs, checkpoints and writes the bundle.
     """
+    from . import distributed
+
+    world, main_rank = distributed.world_size(), distributed.rank() == 0
+    progress = progress and main_rank
     cfg = config.resolved()
     out = check_output_dir(cfg.out)
     device = pick_device(cfg.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", distributed.local_rank())
     state = load_checkpoint(out) if resume else None
     if resume and state is None:
         _log(f"No interrupted run in {out}; starting from the beginning.", progress)
@@ -287,6 +298,7 @@ def train(
             f"Initial weights: {len(loaded)} tensors loaded, {len(skipped)} skipped, from {cfg.init_weights}", progress
         )
     model.to(device)
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model  # what the training step runs
     optimizer = _make_optimizer(cfg, model)
     # Weight the classes by what training will see: self-blending turns a share of reals into fakes.
     made = counts["real"] * cfg.self_blend
@@ -315,7 +327,8 @@ def train(
 
     _log(
         f"Training {cfg.arch} on {len(train_s)} images ({counts['real']} real, {counts['fake']} fake), "
-        f"validating on {len(val_s)}, device {device.type}.",
+        f"validating on {len(val_s)}, device {device.type}"
+        f"{f', {world} processes' if world > 1 else ''}.",
         progress,
     )
     stopped_early = False
@@ -326,30 +339,30 @@ def train(
         started = time.perf_counter()
         torch.manual_seed(cfg.seed * 1000 + epoch)
         train_ds.set_epoch(epoch)
-        loader = DataLoader(
-            train_ds,
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            generator=torch.Generator().manual_seed(cfg.seed + epoch),
-            num_workers=cfg.workers,
-            # A batch of one breaks batch-norm statistics; networks without it see every sample.
-            drop_last=batch_norm and len(train_ds) > cfg.batch_size,
-        )
+        # A batch of one breaks batch-norm statistics; networks without it see every sample.
+        drop_last = batch_norm and len(train_ds) > cfg.batch_size
+        # Every process of a distributed run takes its share of the same global batches.
+        batches = distributed.global_batches(len(train_ds), cfg.batch_size, cfg.seed + epoch, drop_last)
+        share = distributed.RankBatches(batches, distributed.rank(), world)
+        loader = DataLoader(train_ds, batch_sampler=share, num_workers=cfg.workers)
         lr = _lr_at(cfg, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
         model.train()
         total_loss, total_correct, seen = 0.0, 0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress, file=sys.stderr)
-        for x, y, _ in bar:
+        for step, (x, y, _) in enumerate(bar):
             x, yf = x.to(device), y.float().to(device)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                logits = model(x).reshape(-1)
+                logits = net(x).reshape(-1)
                 loss = loss_fn(logits.float(), yf)
             if not torch.isfinite(loss):
                 raise TrainingError(f"Training diverged in epoch {epoch + 1}: the loss is {loss.item()}; lower --lr.")
-            scaler.scale(loss).backward()
+            # DDP averages the ranks' gradients; weighting each rank's mean by its share of the
+            # global batch makes that average the gradient of the global batch's mean loss.
+            step_loss = loss * (len(y) * world / share.global_sizes[step]) if world > 1 else loss
+            scaler.scale(step_loss).backward()
             scaler.step(optimizer)
             scaler.update()
             total_loss += loss.item() * len(y)
@@ -358,6 +371,7 @@ def train(
             )
             seen += len(y)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+        total_loss, total_correct, seen = distributed.all_sum([total_loss, total_correct, seen])
         y_val, val_logits, p_val = _score(model, val_loader, device)
         val_loss = float(
             nn.functional.binary_cross_entropy_with_logits(
@@ -399,7 +413,8 @@ def train(
             "bad_epochs": bad_epochs,
             "grad_scaler": scaler.state_dict() if amp else None,
         }
-        save_checkpoint(out, model, best_state, optimizer, meta)
+        if main_rank:
+            save_checkpoint(out, model, best_state, optimizer, meta)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, row)
 
@@ -407,6 +422,8 @@ def train(
         _log(f"Stopped early: no validation improvement for {cfg.patience} epochs.", progress)
     if best_state is None:
         raise TrainingError(f"{out}: no epoch finished, so there is no model to save.")
+    if not main_rank:
+        return out
     model.load_state_dict(best_state)
     model.eval()
     y_val, _, p_val = _score(model, val_loader, device)
@@ -436,6 +453,7 @@ def train(
             "epochs_run": len(history),
             "stopped_early": stopped_early,
             "device": device.type,
+            "processes": world,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "package_version": __version__,
             "history": history,
