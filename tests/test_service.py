@@ -377,3 +377,39 @@ def test_real_server_on_loopback(detector: Detector) -> None:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_requests_that_arrive_together_share_forward_passes(detector: Detector) -> None:
+    """Eight requests queued at once are judged in fewer predict_many calls than requests,
+    each gets its own answers (the library's), and other options are kept apart."""
+    import asyncio
+
+    from deepfake_detector.service.batching import RequestBatcher
+
+    pictures = [np.random.default_rng(i).integers(0, 256, (70 + i, 90, 3), np.uint8) for i in range(10)]
+
+    async def burst() -> tuple[list, list, int]:
+        batcher = RequestBatcher(max_images=64)
+        options = {"faces": "off", "threshold": None}
+        together = await asyncio.gather(
+            *(batcher.predict(detector, pictures[i : i + 1], options) for i in range(8)),
+            batcher.predict(detector, pictures[8:10], {**options, "threshold": 0.2}),
+        )
+        calls = batcher.calls
+        await batcher.close()
+        return together[:8], together[8], calls
+
+    alone, pair, calls = asyncio.run(burst())
+    assert calls == 2  # all nine were queued before the worker ran: one call per distinct options
+    for (served,), picture in zip(alone, pictures):
+        assert served.p_fake == pytest.approx(detector.predict(picture, faces="off").p_fake, abs=1e-5)
+    assert [p.threshold for p in pair] == [0.2, 0.2]
+    assert [p.label for p in pair] == [detector.predict(p, faces="off", threshold=0.2).label for p in pictures[8:]]
+
+
+def test_batcher_cuts_groups_at_max_images(detector: Detector) -> None:
+    from deepfake_detector.service.batching import RequestBatcher, _Job
+
+    batcher = RequestBatcher(max_images=3)
+    jobs = [_Job(detector, [np.zeros((8, 8, 3), np.uint8)] * n, {"faces": "off"}, None) for n in (2, 1, 2, 1)]
+    assert [[len(j.images) for j in g] for g in batcher._groups(jobs)] == [[2, 1], [2, 1]]

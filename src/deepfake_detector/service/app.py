@@ -7,7 +7,8 @@ follows from three choices:
 * The detector is built once and shared. Passed in, it serves at once; otherwise the
   lifespan loads it in a worker thread while the server already answers ``/healthz``, and
   ``/readyz`` says 503 until it is there. Decoding and model work run in the thread pool,
-  never on the event loop, so one slow video does not stall other clients.
+  never on the event loop, so one slow video does not stall other clients. The images of
+  requests that arrive together share the model's forward passes (:mod:`.batching`).
 * Size limits hold before the data are in memory or on disk: the whole request body is
   capped by :class:`_BodyLimit`, which refuses on ``Content-Length`` and counts the bytes
   of streamed bodies as they arrive; pixel counts are checked from image and video
@@ -55,6 +56,7 @@ from ..explain import Explainer
 from ..media.image import load_image
 from ..media.video import VIDEO_SUFFIXES, FrameSampling, probe_video
 from ..results import Prediction
+from .batching import RequestBatcher
 from .schemas import ErrorResponse, ModelsResponse, PredictionModel, PredictResponse, Status
 
 log = logging.getLogger("deepfake_detector.service")
@@ -141,6 +143,7 @@ def create_app(
     app.state.detector = detector
     app.state.load_error = None
     app.state.explainer = None
+    app.state.batcher = RequestBatcher()
     app.state.explainer_lock = threading.Lock()
     app.add_exception_handler(DeepfakeDetectorError, _core_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -195,6 +198,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     answers liveness checks (and says 'not ready') while the weights load."""
     task = None if app.state.detector is not None else asyncio.create_task(_load_detector(app))
     yield
+    await app.state.batcher.close()
     if task is not None:
         task.cancel()
         with suppress(asyncio.CancelledError):
@@ -276,10 +280,12 @@ def _add_routes(app: FastAPI) -> None:
         }
         if explain:
             explainer = await run_in_threadpool(_explainer, request.app, detector)
-            predictions = await run_in_threadpool(_judge_images, detector, file, names, settings, options, True)
+            predictions = await run_in_threadpool(_judge_keeping_pixels, detector, file, names, settings, options)
             heat_maps = await run_in_threadpool(lambda: [_heat_maps(explainer, p) for p in predictions])
         else:
-            predictions = await run_in_threadpool(_judge_images, detector, file, names, settings, options)
+            min_side = detector.decode_size(faces)
+            images = await run_in_threadpool(lambda: [_decode(u, n, settings, min_side) for u, n in zip(file, names)])
+            predictions = await request.app.state.batcher.predict(detector, images, options)
             heat_maps = [None] * len(predictions)
         return {
             "predictions": [
@@ -313,19 +319,17 @@ def _add_routes(app: FastAPI) -> None:
         return _as_dict(prediction, name)
 
 
-def _judge_images(
+def _judge_keeping_pixels(
     detector: Detector,
     uploads: list[UploadFile],
     names: list[str],
     settings: ServiceSettings,
     options: dict[str, Any],
-    keep_media: bool = False,
 ) -> list[Prediction]:
-    """Decode every upload (the first unreadable one raises, naming it), then judge them in
-    shared batches: one trip to the thread pool per request."""
-    min_side = detector.decode_size(options["faces"], keep_media)
-    images = [_decode(upload, name, settings, min_side) for upload, name in zip(uploads, names)]
-    return list(detector.predict_many(images, keep_media=keep_media, **options))
+    """Decode every upload at full size (the first unreadable one raises, naming it) and
+    judge them keeping the pixels, which the heat maps are drawn on."""
+    images = [_decode(upload, name, settings, None) for upload, name in zip(uploads, names)]
+    return list(detector.predict_many(images, keep_media=True, **options))
 
 
 def _explainer(app: FastAPI, detector: Detector) -> Explainer:
