@@ -127,7 +127,7 @@ def _prediction(p_fake: float, threshold: float, faces: list[float]) -> Predicti
 def test_relabel_moves_every_label_and_keeps_the_original() -> None:
     original = _prediction(0.8, 0.5, [0.8, 0.3])
     moved = relabel(original, 0.7)
-    assert (moved.label, moved.threshold, moved.confidence) == ("fake", 0.7, pytest.approx(0.8))
+    assert (moved.label, moved.threshold, moved.confidence) == ("fake", 0.7, pytest.approx(0.5 + 0.5 * 0.1 / 0.3))
     assert [f.label for f in moved.faces] == ["fake", "real"]
     assert [f.label for f in moved.artifacts.images[0][2]] == ["fake", "real"]
     assert moved.artifacts.images[0][1] is original.artifacts.images[0][1]  # pixels shared, not copied

@@ -16,6 +16,7 @@ from deepfake_detector import Detector, Prediction, __version__
 from deepfake_detector.bundle import CONFIG_FILE, WEIGHTS_FILE
 from deepfake_detector.cli import main
 from deepfake_detector.data.synthetic import make_synthetic_dataset
+from deepfake_detector.threshold import confidence_for
 
 JSONL_KEYS = {"path", "label", "p_fake", "confidence", "seconds"}
 
@@ -122,7 +123,7 @@ def test_predict_folder_recursive_jsonl(capsys: pytest.CaptureFixture[str], trai
         assert 0.0 <= r["p_fake"] <= 1.0 and r["seconds"] >= 0
         assert r["threshold"] == threshold
         assert (r["label"] == "fake") == (r["p_fake"] >= threshold)
-        assert r["confidence"] == pytest.approx(r["p_fake"] if r["label"] == "fake" else 1 - r["p_fake"])
+        assert r["confidence"] == pytest.approx(confidence_for(r["p_fake"], threshold))
     n_fake = sum(r["label"] == "fake" for r in rows)
     assert f"6 scored ({n_fake} fake, {6 - n_fake} real), 0 failed" in err
 

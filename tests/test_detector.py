@@ -15,6 +15,7 @@ from deepfake_detector.bundle import CONFIG_FILE, WEIGHTS_FILE
 from deepfake_detector.data.synthetic import synthetic_image
 from deepfake_detector.errors import BundleError, InvalidArgumentError
 from deepfake_detector.media.image import load_image
+from deepfake_detector.threshold import confidence_for
 
 TOL = 1e-6
 
@@ -101,10 +102,10 @@ def test_label_and_confidence_follow_threshold(
         assert pred.path == str(path)
         assert 0.0 <= pred.p_fake <= 1.0
         assert pred.label == ("fake" if pred.p_fake >= detector.threshold else "real")
-        expected_conf = pred.p_fake if pred.label == "fake" else 1.0 - pred.p_fake
-        assert pred.confidence == pytest.approx(expected_conf)
+        assert pred.confidence == pytest.approx(confidence_for(pred.p_fake, detector.threshold))
     at_zero = list(detector.predict_many(images, threshold=0.0, workers=1))
-    assert all(p.label == "fake" and p.threshold == 0.0 and p.confidence == p.p_fake for p in at_zero)
+    assert all(p.label == "fake" and p.threshold == 0.0 for p in at_zero)
+    assert all(p.confidence == pytest.approx(0.5 + 0.5 * p.p_fake) for p in at_zero)
     at_one = list(detector.predict_many(images, threshold=1.0, workers=1))
     assert all(p.label == ("fake" if p.p_fake >= 1.0 else "real") for p in at_one)
     # a score exactly at the threshold counts as fake
@@ -214,7 +215,7 @@ def test_logit_real_bundle_still_reports_p_fake(trained_bundle: Path, tmp_path: 
     one = flipped.predict(images[1])
     assert abs(one.p_fake - pf[1]) <= TOL
     assert one.label == ("fake" if one.p_fake >= 0.5 else "real")
-    assert one.confidence == pytest.approx(max(one.p_fake, 1.0 - one.p_fake))
+    assert one.confidence == pytest.approx(max(one.p_fake, 1.0 - one.p_fake))  # at 0.5: the label's probability
 
 
 # --------------------------------------------------------------------------- broken bundles

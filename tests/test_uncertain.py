@@ -27,6 +27,7 @@ from deepfake_detector.faces.base import FaceBox
 from deepfake_detector.faces.crop import CropSpec, crop_face
 from deepfake_detector.media.image import encode_jpeg, load_image
 from deepfake_detector.media.video import FrameSampling
+from deepfake_detector.threshold import confidence_for
 
 QUALITIES, SCALES = (75, 95), (0.5, 0.75)
 NAMES = ["JPEG q75", "JPEG q95", "rescale 0.5x", "rescale 0.75x"]
@@ -76,9 +77,10 @@ def _bundle_with(trained_bundle: Path, tmp_path: Path, uncertain: Any, name: str
 
 def test_whole_image_is_uncertain_exactly_when_a_copy_flips(trained_bundle: Path) -> None:
     det = Detector.load(trained_bundle)
-    image = _scene(1)
-    (p,), copies = _copy_scores(det, [image])
-    copies = copies[:, 0]
+    scenes = [_scene(seed) for seed in range(1, 7)]
+    own, all_copies = _copy_scores(det, scenes)
+    best = int(np.argmax(np.abs(all_copies - own).max(axis=0)))  # the scene its copies move the most
+    image, p, copies = scenes[best], own[best], all_copies[:, best]
     assert np.abs(copies - p).max() > 1e-3, "the copies must score differently for this test to mean anything"
     seen = set()
     for t in [det.threshold, *_between(np.append(copies, p))]:
@@ -218,3 +220,23 @@ def test_cli_reencode_check_flag(trained_bundle: Path, tmp_path: Path, capsys: p
         main(["predict", str(photo), "--model", str(trained_bundle), "--format", "jsonl", "--no-reencode-check"]) == 0
     )
     assert json.loads(capsys.readouterr().out)["label"] in ("real", "fake")
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.2, 0.5, 0.839, 1.0])
+def test_confidence_is_measured_from_the_threshold(threshold: float) -> None:
+    """Never under 0.5 for the label given, 0.5 at the threshold, 1 at the far end, rising
+    away from the threshold on both sides; at 0.5 it is the chosen label's probability."""
+    ps = np.linspace(0.0, 1.0, 201)
+    conf = np.array([confidence_for(p, threshold) for p in ps])
+    assert conf.min() >= 0.5 and conf.max() <= 1.0
+    fake = ps >= threshold
+    assert np.all(np.diff(conf[fake]) >= 0) and np.all(np.diff(conf[~fake]) <= 0)
+    if 0.0 < threshold:
+        assert confidence_for(0.0, threshold) == pytest.approx(1.0)
+    if threshold < 1.0:
+        assert confidence_for(threshold, threshold) == pytest.approx(0.5)
+        assert confidence_for(1.0, threshold) == pytest.approx(1.0)
+    if threshold == 0.5:
+        np.testing.assert_allclose(conf, np.maximum(ps, 1 - ps))
+    if threshold == 0.839:  # a real verdict at p_fake 0.7 was shown as 30 % confident before
+        assert confidence_for(0.7, threshold) == pytest.approx(0.5 + 0.5 * 0.139 / 0.839)

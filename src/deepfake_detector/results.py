@@ -150,7 +150,8 @@ class Prediction:
 
     ``label`` is ``"fake"`` when ``p_fake`` is at or above ``threshold``, else ``"real"``;
     ``"uncertain"`` when ``p_fake`` lies within the bundle's uncertain band of the threshold.
-    ``confidence`` is the probability of the side of the threshold ``p_fake`` falls on. ``scored_on`` says whether
+    ``confidence`` says how firmly ``p_fake`` sits on its side of the threshold, from 0.5 at the threshold
+    to 1 at 0 or 1 (:func:`~deepfake_detector.threshold.confidence_for`). ``scored_on`` says whether
     the verdict rests on faces or on the whole image (no face found, or faces off).
     A failed input has ``error`` set and no label; an input with nothing to judge (only
     faces too small, or no face with ``faces="only"``) has no label and a ``note``.

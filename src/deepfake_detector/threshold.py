@@ -97,8 +97,18 @@ def _is_number(value: Any, kinds: type | tuple[type, ...]) -> bool:
 
 
 def confidence_for(p_fake: float, threshold: float) -> float:
-    """The probability of the label that :func:`label_for` chooses."""
-    return p_fake if is_fake(p_fake, threshold) else 1.0 - p_fake
+    """How firmly ``p_fake`` sits on its side of the threshold, from 0.5 (at the threshold)
+    to 1 (p_fake 0 for a real verdict, 1 for a fake one), linear on each side.
+
+    At threshold 0.5 this is the probability of the chosen label, the prototype's
+    "Confidence". A calibrated threshold elsewhere (0.84, say) would make that probability
+    fall under 50 % for real verdicts with p_fake between 0.5 and the threshold; measured
+    from the threshold instead, a verdict's confidence is never under 50 %, and grows as the
+    score moves away from where the verdict would flip.
+    """
+    if is_fake(p_fake, threshold):
+        return 1.0 if threshold >= 1.0 else 0.5 + 0.5 * (p_fake - threshold) / (1.0 - threshold)
+    return 0.5 + 0.5 * (threshold - p_fake) / threshold
 
 
 def choose_threshold(y_true: np.ndarray, p_fake: np.ndarray, max_fpr: float | None = None) -> float:
