@@ -5,7 +5,7 @@ in one run and on one machine:
 
 * ceiling: the bare network in onnxruntime on random tensors (batches of --batch-size),
   with the intra-op threads the Detector uses: the most images per second this machine
-  gives this network;
+  gives this network; and the same network in PyTorch eager mode with as many threads;
 * folder: ``Detector.predict_many`` on --n-crops face crops with faces off (decode, resize,
   normalise, batch, score), its images per second and its ratio to the ceiling; once with
   the re-encoding check off (one model input per image, the like-for-like comparison) and
@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from deepfake_detector.detector import Detector
-from deepfake_detector.export import ONNX_DIR, OnnxRunner, export_bundle, find_onnx
+from deepfake_detector.export import ONNX_DIR, export_bundle, find_onnx
 from deepfake_detector.media.files import images_below
 from deepfake_detector.shipped import default_model_dir
 
@@ -103,17 +103,33 @@ def with_export(bundle: Path, scratch: Path) -> Path:
     return copy
 
 
-def ceiling(runner: OnnxRunner, size: int, batch: int, seconds: float = 5.0) -> float:
-    """Images per second of the bare network on random batches."""
+def ceiling(network: Any, size: int, batch: int, seconds: float = 5.0) -> float:
+    """Images per second of a bare network (onnxruntime's runner or a torch module) on random batches."""
     import torch
 
     x = torch.from_numpy(np.random.default_rng(SEED).standard_normal((batch, 3, size, size), dtype=np.float32))
-    runner(x)
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        runner(x)
-        done += batch
+    with torch.inference_mode():
+        network(x)
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            network(x)
+            done += batch
     return done / (time.perf_counter() - started)
+
+
+def torch_eager(bundle: Path, batch: int, threads: int) -> float:
+    """The same network in PyTorch eager mode with as many threads as onnxruntime gets."""
+    import torch
+
+    from deepfake_detector.bundle import load_bundle
+
+    config, model = load_bundle(bundle)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return ceiling(model.eval(), config.preprocessing.input_size, batch)
+    finally:
+        torch.set_num_threads(before)
 
 
 def folder_speed(detector: Detector, paths: list[Path], batch: int, **options: Any) -> tuple[float, int]:
@@ -201,6 +217,9 @@ def measure(bundle: Path, crops: list[Path], photos: list[Path], args: argparse.
         size = detector.preprocessing.input_size
         out: dict[str, Any] = {"model": detector.name, "arch": detector.config.arch, "input_size": size}
         out["ceiling"] = ceiling(detector.model, size, args.batch_size)
+        out["torch"] = torch_eager(
+            bundle, args.batch_size, detector.model.session.get_session_options().intra_op_num_threads
+        )
         out["folder"], out["folder_failed"] = folder_speed(
             detector, crops, args.batch_size, faces="off", reencode_check=False
         )
@@ -239,6 +258,7 @@ def table(rows: list[dict[str, Any]], gflops: float) -> str:
         lines.append(f"| {label} | " + " | ".join(cell(r) for r in rows) + " |")
 
     row("ceiling: bare network, onnxruntime, random batches (img/s)", lambda r: f"{r['ceiling']:.0f}")
+    row("same network, PyTorch eager, same threads (img/s)", lambda r: f"{r['torch']:.0f}")
     row("folder of face crops, faces off, re-encode check off (img/s)", lambda r: f"{r['folder']:.0f}")
     row("... ratio to the ceiling", lambda r: f"{r['folder'] / r['ceiling']:.0%}")
     row("folder of face crops, faces off, the bundle's rule (img/s)", lambda r: f"{r['folder_rule']:.0f}")

@@ -159,7 +159,7 @@ def test_bad_inputs_are_typed_errors(bundle: Path, tmp_path: Path) -> None:
     (ensemble / ENSEMBLE_FILE).write_text("{}")
     with pytest.raises(ExportError, match="ensemble"):
         export_bundle(ensemble)
-    with pytest.raises(ExportError, match="ensemble"):
+    with pytest.raises(BundleError, match="ensemble"):
         Detector.load(ensemble, runtime="onnx")
 
 
@@ -218,3 +218,29 @@ def test_auto_runtime_falls_back_to_torch(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.warns(UserWarning, match="retrained"):
         detector = Detector.load(bundle_dir)
     assert detector.runtime == "torch"
+
+
+def test_an_ensemble_of_exported_members_runs_on_onnxruntime(
+    tmp_path: Path, synthetic_test: Path, pictures: list[np.ndarray]
+) -> None:
+    from deepfake_detector.ensembling import build_ensemble
+    from deepfake_detector.explain import Explainer
+
+    members = []
+    spec = get_spec("seed-cnn")
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        config = BundleConfig(arch="seed-cnn", preprocessing=Preprocessing(spec.input_size, spec.mean, spec.std))
+        members.append(save_bundle(tmp_path / f"member{seed}", config, create_model("seed-cnn")))
+        export_bundle(members[-1])
+    ensemble = build_ensemble(members, synthetic_test, tmp_path / "ens", faces="off")
+    auto = Detector.load(ensemble)
+    assert auto.runtime == "onnx" and all(isinstance(m.model, OnnxRunner) for m in auto.members)
+    torch_ensemble = Detector.load(ensemble, runtime="torch")
+    np.testing.assert_allclose(auto.score_batch(pictures), torch_ensemble.score_batch(pictures), atol=TOL)
+    maps, p = Explainer.for_detector(auto, member=1).heat_maps(pictures[:1])
+    np.testing.assert_allclose(p, Explainer.for_detector(torch_ensemble, member=1).heat_maps(pictures[:1])[1])
+    config, _ = load_bundle(ensemble / auto.members[0].name)
+    save_bundle(ensemble / auto.members[0].name, config, create_model("seed-cnn"))  # one member's export is stale
+    with pytest.warns(UserWarning, match="retrained"):
+        assert Detector.load(ensemble).runtime == "torch"

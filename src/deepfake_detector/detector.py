@@ -199,7 +199,8 @@ class Detector:
         ``"torch"``: PyTorch, on ``device``. ``"auto"`` (the default): onnxruntime when the
         network runs on the CPU and the bundle holds an ONNX export of its current weights
         (an export is only written when it agrees with PyTorch), since it is several times
-        faster there; PyTorch otherwise (GPUs, ensembles, bundles without an export). The
+        faster there; PyTorch otherwise (GPUs, bundles without an export). An ensemble takes
+        onnxruntime when every member bundle holds a current export. The
         preprocessing and p_fake are the same either way; ``Detector.runtime`` says which
         one was taken. Grad-CAM always runs the PyTorch network (see
         :meth:`Explainer.for_detector <deepfake_detector.explain.Explainer.for_detector>`).
@@ -214,28 +215,29 @@ class Detector:
         if runtime == "onnx" and device not in ("auto", "cpu"):
             raise InvalidArgumentError(f"runtime='onnx' runs on the CPU; got device={device!r}.")
         torch_device = pick_device("cpu" if runtime == "onnx" else device)
-        config: BundleConfig | EnsembleConfig
-        model: nn.Module | None = None
-        members: list[Member] = []
+        ensemble = is_ensemble(bundle_dir)
+        loaded: Any = None
         if runtime == "onnx" or (runtime == "auto" and torch_device.type == "cpu" and _may_use_onnx(bundle_dir)):
             from .export import load_onnx
 
             try:
-                config, model = load_onnx(bundle_dir)
+                loaded = load_ensemble(bundle_dir, load_onnx) if ensemble else load_onnx(bundle_dir)
                 runtime = "onnx"
             except BundleError as exc:
                 if runtime == "onnx":
                     raise
                 warnings.warn(f"{exc} Scoring with PyTorch instead.", stacklevel=2)
-        if model is not None:
-            preprocessing = config.preprocessing
-        elif is_ensemble(bundle_dir):
+        if loaded is None:
             runtime = "torch"
-            config, members = load_ensemble(bundle_dir)
+            loaded = load_ensemble(bundle_dir) if ensemble else load_bundle(bundle_dir)
+        config: BundleConfig | EnsembleConfig
+        model: nn.Module | None
+        members: list[Member]
+        if ensemble:
+            (config, members), model = loaded, None
             preprocessing = members[0].config.preprocessing
         else:
-            runtime = "torch"
-            config, model = load_bundle(bundle_dir)
+            (config, model), members = loaded, []
             preprocessing = config.preprocessing
         if face_detector == "auto" and preprocessing.face_detector:
             face_detector = preprocessing.face_detector  # the detector the training crops came from
@@ -681,15 +683,22 @@ def reencoded_copies(pixels: np.ndarray, reencode: Reencode) -> list[np.ndarray]
 
 
 def _may_use_onnx(bundle_dir: Path) -> bool:
-    """Whether ``runtime="auto"`` should try onnxruntime: it is installed and the folder is
-    one bundle with an ONNX export in it (whether the export is current, load_onnx checks)."""
+    """Whether ``runtime="auto"`` should try onnxruntime: it is installed, and the bundle (or
+    every member of an ensemble) holds an ONNX export; whether each is current, load_onnx checks."""
+    from .ensemble import read_ensemble
     from .export import find_onnx
 
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         return False
-    return not is_ensemble(bundle_dir) and find_onnx(bundle_dir) is not None
+    if not is_ensemble(bundle_dir):
+        return find_onnx(bundle_dir) is not None
+    try:
+        names = read_ensemble(bundle_dir).members
+    except BundleError:
+        return False  # loading with torch will say what is wrong with it
+    return all(find_onnx(bundle_dir / name) is not None for name in names)
 
 
 def _is_video(source: Any) -> bool:

@@ -25,7 +25,7 @@ import math
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePath
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from torch import nn
@@ -225,8 +225,12 @@ def read_ensemble(folder: str | Path) -> EnsembleConfig:
     return EnsembleConfig.from_dict(raw, source=str(path))
 
 
-def load_ensemble(folder: str | Path) -> tuple[EnsembleConfig, list[Member]]:
-    """The ensemble's config and its members, each with its stored weights, in eval mode."""
+def load_ensemble(
+    folder: str | Path, load_member: Callable[[Path], tuple[BundleConfig, nn.Module]] = load_bundle
+) -> tuple[EnsembleConfig, list[Member]]:
+    """The ensemble's config and its members, each with its stored weights, in eval mode.
+
+    ``load_member`` reads one member folder: ``load_bundle`` (PyTorch), or the ONNX loader."""
     folder = Path(folder)
     config = read_ensemble(folder)
     source = str(folder / ENSEMBLE_FILE)
@@ -237,7 +241,7 @@ def load_ensemble(folder: str | Path) -> tuple[EnsembleConfig, list[Member]]:
             raise BundleError(f"{source}: member {name!r} not found (no folder {member_dir}).")
         if is_ensemble(member_dir):
             raise BundleError(f"{source}: member {name!r} is itself an ensemble; members must be bundles.")
-        member_config, model = load_bundle(member_dir)
+        member_config, model = load_member(member_dir)
         members.append(Member(name, member_config, model))
     check_members([(repr(m.name), m.config) for m in members], source)
     return config, members
@@ -261,7 +265,8 @@ def check_ensemble_dir(out_dir: str | Path) -> Path:
 
 def save_ensemble(out_dir: str | Path, config: EnsembleConfig, sources: Sequence[str | Path]) -> Path:
     """Write an ensemble to ``out_dir`` atomically: a copy of each member bundle in ``sources``
-    (aligned with ``config.members``) under its member name, and ``ensemble.json``.
+    (aligned with ``config.members``, with its ONNX export if it has one) under its member
+    name, and ``ensemble.json``.
 
     Replacing an existing ensemble drops its old members and carries its other files
     (reports, say) over, as :func:`~deepfake_detector.bundle.save_bundle` does.
@@ -273,11 +278,15 @@ def save_ensemble(out_dir: str | Path, config: EnsembleConfig, sources: Sequence
         )
     out = check_ensemble_dir(out_dir)
 
+    from .export import ONNX_DIR
+
     def fill(tmp: Path) -> None:
         for name, source in zip(config.members, sources):
             (tmp / name).mkdir()
             for file in (CONFIG_FILE, WEIGHTS_FILE):
                 shutil.copyfile(Path(source) / file, tmp / name / file)
+            if (Path(source) / ONNX_DIR).is_dir():  # a member's export comes along: CPUs run it
+                shutil.copytree(Path(source) / ONNX_DIR, tmp / name / ONNX_DIR)
         (tmp / ENSEMBLE_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
 
     try:

@@ -188,16 +188,18 @@ class Explainer:
         agrees with it to 1e-4); an export folder without the bundle's weights cannot be.
         """
         from .bundle import WEIGHTS_FILE, load_bundle
+        from .ensemble import EnsembleConfig
 
-        source = getattr(detector, "source", None)
-        if getattr(detector, "runtime", "torch") == "onnx" and source is not None and (source / WEIGHTS_FILE).is_file():
-            config, model = load_bundle(source)
-            return cls(model, config, layer=layer)
+        model, config = detector.model, detector.config
         members = getattr(detector, "members", None)
-        if members:
-            chosen = members[member]
-            return cls(chosen.model, chosen.config, layer=layer)
-        return cls(detector.model, detector.config, layer=layer)
+        if members and isinstance(config, EnsembleConfig):
+            model, config = members[member].model, members[member].config
+        source = getattr(detector, "source", None)
+        if getattr(detector, "runtime", "torch") == "onnx" and source is not None:
+            folder = source / members[member].name if isinstance(detector.config, EnsembleConfig) else source
+            if (folder / WEIGHTS_FILE).is_file():
+                config, model = load_bundle(folder)
+        return cls(model, config, layer=layer)
 
     def heat_maps(self, pixels: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
         """Grad-CAM maps of ``HxWx3`` uint8 crops, each in its crop's frame, and their p_fake."""
