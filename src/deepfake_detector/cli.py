@@ -221,8 +221,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="judge images and videos: files, folders (recursive) and globs")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image or video files, folders or glob patterns")
     p.add_argument("--model", help="bundle or ensemble folder (default: the shipped detector)")
-    p.add_argument("--format", choices=["table", "jsonl", "csv"], default="table")
-    p.add_argument("--output", "-o", help="write results to this file instead of stdout")
+    p.add_argument(
+        "--format",
+        choices=["table", "jsonl", "csv", "parquet"],
+        help="table (the default), jsonl or csv; with --engine ray: parquet (the default) or jsonl",
+    )
+    p.add_argument(
+        "--output",
+        "-o",
+        help="write results to this file instead of stdout; with --engine ray (required): a folder of parts, "
+        "where a rerun skips the files already scored",
+    )
     p.add_argument("--threshold", type=_probability, help="override the bundle's threshold")
     p.add_argument(
         "--uncertain-band",
@@ -237,11 +246,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="label 'uncertain' when JPEG or rescaled copies of an image flip its verdict "
         "(default: the bundle's uncertain.reencode)",
     )
-    p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--workers", type=_positive_int, help="decoding threads (default: CPU count)")
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=32,
+        help="model inputs per forward pass (default 32); with --engine ray also the images per actor call",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="decoding threads (default: CPU count; with --engine ray: per actor, its CPUs)",
+    )
     _add_runtime_option(p)
     _add_face_options(p)
     _add_sampling_options(p)
+    scale = p.add_argument_group("scaling out on Ray (pip install 'deepfake-detector[ray]'; see docs/scale.md)")
+    scale.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: this process (the default); ray: a pool of Ray actors, on this machine or a cluster",
+    )
+    scale.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="join the Ray cluster at ADDR (HOST:PORT, auto or ray://HOST:PORT); default: a Ray instance of "
+        "its own on this machine, stopped at the end",
+    )
+    scale.add_argument(
+        "--actors",
+        metavar="N|MIN-MAX",
+        help="scoring actors, each loading the model once: N, or a pool growing from MIN to MAX "
+        "(default 1-: from 1 to as many as the cluster fits)",
+    )
+    scale.add_argument("--cpus-per-actor", type=float, metavar="C", help="CPUs each actor reserves (default 1)")
+    scale.add_argument(
+        "--gpus-per-actor",
+        type=float,
+        metavar="G",
+        help="GPUs each actor reserves; above 0 it scores on CUDA (default 0)",
+    )
     p.add_argument(
         "--aggregate",
         choices=["max", "mean"],
@@ -459,17 +503,90 @@ class _Outputs:
         return None
 
 
+def _predict_on_ray(args: argparse.Namespace, sampling: Any) -> int:
+    """``predict --engine ray``: the same rows, scored by a pool of Ray actors, written as parts."""
+    from .media.files import expand_sources
+
+    for flag, value in (
+        ("--save-crops", args.save_crops),
+        ("--annotate", args.annotate),
+        ("--explain", args.explain),
+    ):
+        if value is not None:
+            raise InvalidArgumentError(f"{flag} works with --engine local only.")
+    if args.format in ("table", "csv"):
+        raise InvalidArgumentError(f"--engine ray writes parquet or jsonl, not {args.format}.")
+    if not args.output:
+        raise InvalidArgumentError("--engine ray needs --output: the folder to write the results to.")
+    paths = expand_sources(args.inputs)
+    if not paths:
+        print("error: no images or videos found in the given inputs.", file=sys.stderr)
+        return EXIT_USAGE
+    from .ray_engine import parse_actors, score_on_ray
+
+    def report_failure(row: dict[str, Any]) -> None:
+        if row.get("error") is not None:
+            print(f"failed: {row['error']}", file=sys.stderr)
+
+    run = score_on_ray(
+        paths,
+        args.output,
+        model=args.model,
+        fmt=args.format or "parquet",
+        address=args.address,
+        actors=parse_actors(args.actors) if args.actors else None,
+        cpus_per_actor=args.cpus_per_actor or 1.0,
+        gpus_per_actor=args.gpus_per_actor or 0.0,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        load_options={"face_detector": args.face_detector, "runtime": args.runtime, **_min_face(args)},
+        predict_options={
+            "threshold": args.threshold,
+            "uncertain_band": args.uncertain_band,
+            "reencode_check": args.reencode_check,
+            "faces": args.faces,
+            "aggregate": args.aggregate,
+            "sampling": sampling,
+        },
+        progress=not args.quiet,
+        on_row=report_failure,
+    )
+    if not args.quiet:
+        labels = run.labels
+        summary = f"{run.scored} scored ({labels['fake']} fake, {labels['real']} real"
+        summary += f", {labels['uncertain']} uncertain" if labels["uncertain"] else ""
+        no_verdict = run.scored - labels["fake"] - labels["real"] - labels["uncertain"]
+        summary += f", {no_verdict} without a verdict)" if no_verdict else ")"
+        summary += f", {run.failed} failed" + (": see above" if run.failed else "")
+        summary += f", {run.skipped} skipped (already in {args.output})" if run.skipped else ""
+        summary += f"; {run.seconds:.2f} s in all; results saved to {args.output} ({len(run.parts)} new parts)"
+        print(summary, file=sys.stderr)
+    return EXIT_PARTIAL if run.failed else EXIT_OK
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .detector import Detector
-    from .media.files import expand_inputs
+    from .media.files import expand_sources
 
     sampling = _sampling(args)
+    if args.engine == "ray":
+        return _predict_on_ray(args, sampling)
+    ray_flags = {
+        "--address": args.address,
+        "--actors": args.actors,
+        "--cpus-per-actor": args.cpus_per_actor,
+        "--gpus-per-actor": args.gpus_per_actor,
+    }
+    given = [flag for flag, value in ray_flags.items() if value is not None]
+    if given or args.format == "parquet":
+        raise InvalidArgumentError(f"{given[0] if given else '--format parquet'} needs --engine ray.")
+    args.format = args.format or "table"
     detector = Detector.load(
         _model_dir(args.model), face_detector=args.face_detector, runtime=args.runtime, **_min_face(args)
     )
-    paths = expand_inputs(args.inputs)
+    paths = expand_sources(args.inputs)
     if not paths:
         print("error: no images or videos found in the given inputs.", file=sys.stderr)
         return EXIT_USAGE

@@ -1,12 +1,14 @@
-"""Which files a command works on: images and videos below folders, and glob patterns expanded."""
+"""Which files a command works on: images and videos below folders, glob patterns expanded, and path lists."""
 
 from __future__ import annotations
 
+import csv
 import glob
 import os
 from pathlib import Path
 from typing import Sequence
 
+from ..errors import InvalidArgumentError
 from .image import is_image_path
 from .video import is_video_path
 
@@ -46,3 +48,41 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
         else:
             paths.append(text)
     return paths
+
+
+def read_path_list(list_path: str | os.PathLike[str]) -> list[str]:
+    """The entries of a path list: a ``.csv`` with a ``path`` column (such as a training
+    manifest), or text with one entry per line (blank lines and ``#`` comments skipped).
+
+    Relative entries are taken relative to the list's folder, as in training manifests.
+    """
+    path = Path(list_path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError as exc:
+        raise InvalidArgumentError(f"{path}: path list not found.") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidArgumentError(f"{path}: unreadable path list ({exc}).") from exc
+    if path.suffix.lower() == ".csv":
+        rows = list(csv.DictReader(text.splitlines()))
+        if not rows or "path" not in rows[0]:
+            raise InvalidArgumentError(f"{path}: a CSV path list needs a header with a 'path' column.")
+        entries = [(row.get("path") or "").strip() for row in rows]
+    else:
+        entries = [line.strip() for line in text.splitlines()]
+        entries = [e for e in entries if not e.startswith("#")]
+    return [e if Path(e).is_absolute() else str(path.parent / e) for e in entries if e]
+
+
+def expand_sources(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """:func:`~deepfake_detector.media.files.expand_inputs`, where an input ``@LIST`` stands
+    for the entries of the path list ``LIST`` (see :func:`read_path_list`): files, folders or
+    globs, expanded the same way. A file literally named ``@...`` is taken as it is."""
+    expanded: list[str] = []
+    for item in inputs:
+        text = os.fspath(item)
+        if text.startswith("@") and len(text) > 1 and not Path(text).exists():
+            expanded.extend(expand_inputs(read_path_list(text[1:])))
+        else:
+            expanded.extend(expand_inputs([text]))
+    return expanded
