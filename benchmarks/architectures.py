@@ -134,7 +134,7 @@ def main() -> None:
     rows = [done[name] for name in ENTRIES if name in done]  # every entry measured so far, in table order
     shorts = [s for s, _ in GROUPS]
     print(
-        "| entry | parameters | s/epoch | val AUC | test AUC | laundered | "
+        "| entry | parameters | epochs run | s/epoch | val AUC | test AUC | laundered | "
         + " | ".join(shorts)
         + " | reals called fake |"
     )
