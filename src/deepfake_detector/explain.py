@@ -192,7 +192,7 @@ class Explainer:
 
         model, config = detector.model, detector.config
         members = getattr(detector, "members", None)
-        if members and isinstance(config, EnsembleConfig):
+        if members:  # a bundle's Detector holds itself as its one member
             model, config = members[member].model, members[member].config
         source = getattr(detector, "source", None)
         if getattr(detector, "runtime", "torch") == "onnx" and source is not None:
