@@ -20,7 +20,7 @@ from torch import nn
 from deepfake_detector.bundle import load_bundle, read_config
 from deepfake_detector.cli import main
 from deepfake_detector.distributed import RankBatches, global_batches, launch
-from deepfake_detector.errors import InvalidArgumentError
+from deepfake_detector.errors import InvalidArgumentError, TrainingError
 from deepfake_detector.models import list_models, register_model
 from deepfake_detector.training import TrainConfig, train
 
@@ -109,5 +109,8 @@ def test_torchrun_joins_its_processes(synthetic_train: Path, tmp_path: Path) -> 
 def test_bad_process_counts_are_refused(synthetic_train: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidArgumentError, match="processes"):
         launch(_train_quietly, 0, _config(synthetic_train, tmp_path / "x"))
+    with pytest.raises(TrainingError, match="at least the number of processes"):  # a rank's error, as a message
+        launch(_train_quietly, 2, _config(synthetic_train, tmp_path / "z", batch_size=1))
+    assert not (tmp_path / "z" / "config.json").exists()
     assert main(["train", str(synthetic_train), "--out", str(tmp_path / "y"), "--ddp", "0"]) == 1
     assert not (tmp_path / "y").exists()

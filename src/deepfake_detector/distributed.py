@@ -95,8 +95,17 @@ def launch(fn: Callable[..., Any], nprocs: int, *args: Any, device: str = "auto"
         raise InvalidArgumentError(f"The number of processes must be a positive integer; got {nprocs!r}.")
     import torch.multiprocessing as mp
 
+    from .errors import TrainingError
+
     port = _free_port()
-    mp.spawn(_worker, args=(nprocs, port, device, fn, args), nprocs=nprocs, join=True)
+    try:
+        mp.spawn(_worker, args=(nprocs, port, device, fn, args), nprocs=nprocs, join=True)
+    except mp.ProcessRaisedException as exc:
+        # The rank's traceback ends with its error's own line: that is the message a user needs.
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        raise TrainingError(f"A training process failed: {lines[-1] if lines else exc}") from None
+    except mp.ProcessExitedException as exc:
+        raise TrainingError(f"A training process ended abnormally ({exc}).") from None
 
 
 def _worker(index: int, nprocs: int, port: int, device: str, fn: Callable[..., Any], args: Sequence[Any]) -> None:
@@ -149,6 +158,32 @@ def all_sum(values: Sequence[float]) -> list[float]:
     """Sum numbers over all ranks (the values themselves on one process)."""
     if not is_distributed():
         return list(values)
-    tensor = torch.tensor(list(values), dtype=torch.float64)
+    tensor = torch.tensor(list(values), dtype=torch.float64, device=_collective_device())
     dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+def agree(flag: bool) -> bool:
+    """Rank 0's value of ``flag`` on every rank, so that decisions taken on each rank (the best
+    epoch, early stopping) cannot split the ranks even if their validations differed."""
+    if not is_distributed():
+        return flag
+    tensor = torch.tensor([1.0 if flag else 0.0], device=_collective_device())
+    dist.broadcast(tensor, src=0)
+    return bool(tensor.item())
+
+
+def _collective_device() -> torch.device:
+    """Where tensors for collectives must live: NCCL moves CUDA tensors only."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def check_world(batch_size: int) -> None:
+    """Refuse a global batch that cannot give every rank at least one sample."""
+    if batch_size < world_size():
+        raise InvalidArgumentError(
+            f"The batch size ({batch_size}) is the global batch, shared by {world_size()} processes: "
+            "it must be at least the number of processes."
+        )

@@ -298,7 +298,7 @@ def train(
             f"Initial weights: {len(loaded)} tensors loaded, {len(skipped)} skipped, from {cfg.init_weights}", progress
         )
     model.to(device)
-    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model  # what the training step runs
+    distributed.check_world(cfg.batch_size)
     optimizer = _make_optimizer(cfg, model)
     # Weight the classes by what training will see: self-blending turns a share of reals into fakes.
     made = counts["real"] * cfg.self_blend
@@ -324,6 +324,8 @@ def train(
         if meta.get("grad_scaler"):
             scaler.load_state_dict(meta["grad_scaler"])
         _log(f"Resuming {out} after epoch {start_epoch}.", progress)
+    # Wrapped after any checkpoint is restored: DDP starts every rank from rank 0's weights.
+    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model  # what the training step runs
 
     _log(
         f"Training {cfg.arch} on {len(train_s)} images ({counts['real']} real, {counts['fake']} fake), "
@@ -391,7 +393,7 @@ def train(
         }
         history.append(row)
         score = val_auc if val_auc is not None else -val_loss
-        improved = score > best_score
+        improved = distributed.agree(score > best_score)
         if improved:
             best_score, best_epoch, bad_epochs = score, epoch + 1, 0
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
