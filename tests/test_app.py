@@ -208,6 +208,9 @@ def test_video_upload_gives_a_timeline(trained_bundle: Path, tmp_path: Path) -> 
 
 def test_an_unexpected_error_reports_the_time_it_took() -> None:
     class Broken:
+        def decode_size(self, faces: str = "auto") -> None:
+            return None
+
         def predict(self, *args: object, **kwargs: object) -> Prediction:
             time.sleep(0.05)
             raise RuntimeError("out of memory")

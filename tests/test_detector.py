@@ -285,9 +285,10 @@ def test_load_unreadable_weights(tmp_path: Path, trained_bundle: Path) -> None:
 
 def test_whole_images_decode_at_reduced_scale_and_score_alike(detector: Detector, tmp_path: Path) -> None:
     """A large JPEG scored whole is decoded at a reduced scale (twice the model's input at
-    least): p_fake stays close to the full decode's; kept media and face crops get full size."""
+    least), the same way on every path (kept media included), close to the full decode's
+    p_fake; face crops are cut from the full-size picture."""
     assert detector.decode_size("off") == 2 * detector.preprocessing.input_size
-    assert detector.decode_size("only") is None and detector.decode_size("off", keep_media=True) is None
+    assert detector.decode_size("only") is None
     rng = np.random.default_rng(11)
     paths = []
     for i, fake in enumerate([False, True, False, True]):
@@ -297,6 +298,10 @@ def test_whole_images_decode_at_reduced_scale_and_score_alike(detector: Detector
     full = detector.score_batch([load_image(p) for p in paths])
     fast = np.array([p.p_fake for p in detector.predict_many(paths, faces="off")])
     np.testing.assert_allclose(fast, full, atol=0.03)
+    kept = list(detector.predict_many(paths, faces="off", keep_media=True))
+    np.testing.assert_array_equal([p.p_fake for p in kept], fast)
+    assert kept[0].artifacts.images[0][1].shape[:2] == (450, 600)  # what was scored is what is shown
     assert detector.predict(paths[0], faces="off").p_fake == pytest.approx(fast[0], abs=1e-6)
-    kept = detector.predict(paths[0], faces="off", keep_media=True)
-    assert kept.artifacts.images[0][1].shape[:2] == (900, 1200)
+    assert detector.predict(paths[0].read_bytes(), faces="off", keep_media=True).p_fake == pytest.approx(
+        fast[0], abs=1e-6
+    )

@@ -70,7 +70,6 @@ ModelInput = Union[np.ndarray, tuple[np.ndarray, ...]]
 FACE_MODES = ("auto", "off", "only")
 RUNTIMES = ("auto", "torch", "onnx")
 MAX_MODEL_BATCH = 64  # inputs per forward pass, however many faces one picture holds
-DRAFT_FACTOR = 2  # a whole image is decoded at no less than this many times the model's input size
 
 
 def source_name(source: Any) -> str | None:
@@ -274,17 +273,14 @@ class Detector:
         ``"off"``, and with ``"auto"`` when the bundle was trained on face crops."""
         return faces == "only" or (faces == "auto" and self.preprocessing.crop is not None)
 
-    def decode_size(self, faces: str = "auto", keep_media: bool = False) -> int | None:
+    def decode_size(self, faces: str = "auto") -> int | None:
         """The smallest side a JPEG needs to be decoded at for this detector (see
-        ``load_image(min_side=...)``), or None for full size.
-
-        Scored whole, an image is shrunk to the model's input anyway, so twice the input
-        size is plenty and a large JPEG decodes several times faster. Face crops need the
-        full resolution of the face, and kept media are shown to people, so both get it.
-        """
-        if self.uses_faces(faces) or keep_media:
+        ``load_image(min_side=...)``), or None for full size: images scored whole are decoded
+        as training decoded them (:attr:`Preprocessing.decode_side`); face crops need the
+        full-size picture. Every front end decodes with this, so p_fake does not depend on it."""
+        if self.uses_faces(faces):
             return None
-        return DRAFT_FACTOR * max(t.input_size for t in self._transforms)
+        return max(t.decode_side for t in self._transforms)
 
     def _options(
         self,
@@ -460,7 +456,7 @@ class Detector:
         if _is_video(source):
             return judge_video(self, str(source), opts, sampling or FrameSampling(), batch_size=32, progress=None)
         started = time.perf_counter()
-        image = load_image(source, min_side=self.decode_size(opts.faces, opts.keep_media))
+        image = load_image(source, min_side=self.decode_size(opts.faces))
         analysed = self._analyse(image, opts)
         p = self._apply_scores(analysed, self._p_fake(analysed.model_inputs()), opts, source_name(source))
         return self._image_prediction(_Item(source, analysed, None, 0.0, image), p, time.perf_counter() - started, opts)
@@ -544,7 +540,7 @@ class Detector:
             batch_size,
             workers or max(1, os.cpu_count() or 1),
             opts,
-            loader or functools.partial(load_image, min_side=self.decode_size(faces, keep_media)),
+            loader or functools.partial(load_image, min_side=self.decode_size(faces)),
             sampling or FrameSampling(),
             video_progress,
         )

@@ -54,7 +54,7 @@ def score_each(
     ``errors`` lists why those got none: unreadable files, and inputs with nothing to
     judge (for example only faces too small), each as ``"<path>: <reason>"``.
     """
-    loader = _laundered if launder else load_image
+    loader = _laundered if launder else None  # None: the Detector's own decoding
     p = np.full(len(samples), np.nan)
     errors = []
     results = detector.predict_many(

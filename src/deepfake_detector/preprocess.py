@@ -18,6 +18,8 @@ from PIL import Image
 from .errors import BundleError, DeepfakeDetectorError
 from .faces.crop import CropSpec
 
+DRAFT_FACTOR = 2  # a JPEG taken whole is decoded at no less than this many times the input size
+
 _INTERPOLATIONS = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
@@ -44,6 +46,14 @@ class Preprocessing:
             )
         if self.input_size < 8:
             raise BundleError(f"input_size must be at least 8 pixels; got {self.input_size}.")
+
+    @property
+    def decode_side(self) -> int:
+        """The smallest side a JPEG taken whole needs (see ``load_image(min_side=...)``): it is
+        shrunk to the input size anyway, so a large JPEG may be decoded at reduced scale down to
+        twice that, several times faster. Training and prediction both decode so, whatever
+        the front end; face crops are cut from the full-size picture instead."""
+        return DRAFT_FACTOR * self.input_size
 
     def resize(self, image: np.ndarray) -> np.ndarray:
         """Resize to the square input size (no-op when already that size)."""

@@ -133,7 +133,7 @@ def judge_upload(detector: Detector, name: str, data: bytes, max_bytes: int) -> 
         if kind == "video":
             prediction = _judge_video(detector, name, data)
         else:
-            image = load_image(data, name=name)
+            image = load_image(data, name=name, min_side=detector.decode_size())
             prediction = replace(detector.predict(image, keep_media=True), path=name)
     except DeepfakeDetectorError as exc:
         return _failed(name, str(exc), time.perf_counter() - started, kind)

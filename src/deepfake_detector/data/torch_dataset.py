@@ -39,6 +39,8 @@ class ImageDataset(Dataset):
         self.seed = seed
         self.self_blend_p = self_blend_p
         self.epoch = 0
+        # Decoded as prediction decodes: whole images at reduced scale, face-crop sets at full size.
+        self._decode_side = preprocessing.decode_side if preprocessing.crop is None else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -50,7 +52,7 @@ class ImageDataset(Dataset):
         for offset in range(len(self.samples)):
             i = (index + offset) % len(self.samples)
             try:
-                return load_image(self.samples[i].path), i
+                return load_image(self.samples[i].path, min_side=self._decode_side), i
             except DeepfakeDetectorError as exc:
                 print(f"warning: skipping unreadable training file {exc}", file=sys.stderr)
         raise DatasetError(f"{self.samples[index].path}: no image of this data set can be decoded.")

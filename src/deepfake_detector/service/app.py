@@ -326,9 +326,10 @@ def _judge_keeping_pixels(
     settings: ServiceSettings,
     options: dict[str, Any],
 ) -> list[Prediction]:
-    """Decode every upload at full size (the first unreadable one raises, naming it) and
-    judge them keeping the pixels, which the heat maps are drawn on."""
-    images = [_decode(upload, name, settings, None) for upload, name in zip(uploads, names)]
+    """Decode every upload (the first unreadable one raises, naming it) and judge them
+    keeping the pixels, which the heat maps are drawn on."""
+    min_side = detector.decode_size(options["faces"])
+    images = [_decode(upload, name, settings, min_side) for upload, name in zip(uploads, names)]
     return list(detector.predict_many(images, keep_media=True, **options))
 
 
