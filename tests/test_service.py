@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from media_factory import write_video  # noqa: E402
 
 from deepfake_detector.detector import Detector  # noqa: E402
+from deepfake_detector.errors import InvalidArgumentError  # noqa: E402
 from deepfake_detector.results import Prediction  # noqa: E402
 from deepfake_detector.service import create_app  # noqa: E402
 from deepfake_detector.service.schemas import PredictionModel  # noqa: E402
@@ -413,3 +414,29 @@ def test_batcher_cuts_groups_at_max_images(detector: Detector) -> None:
     batcher = RequestBatcher(max_images=3)
     jobs = [_Job(detector, [np.zeros((8, 8, 3), np.uint8)] * n, {"faces": "off"}, None) for n in (2, 1, 2, 1)]
     assert [[len(j.images) for j in g] for g in batcher._groups(jobs)] == [[2, 1], [2, 1]]
+
+
+def test_batcher_answers_every_request_even_when_the_model_fails(detector: Detector) -> None:
+    """A failing predict_many reaches each request of its group as that error; other groups
+    and later requests are still served, and closing cancels what is left."""
+    import asyncio
+
+    from deepfake_detector.service.batching import RequestBatcher
+
+    picture = np.zeros((40, 40, 3), np.uint8)
+
+    async def scenario() -> tuple[list, Prediction]:
+        batcher = RequestBatcher()
+        outcomes = await asyncio.gather(
+            batcher.predict(detector, [picture], {"faces": "bogus"}),  # refused by predict_many
+            batcher.predict(detector, [picture], {"faces": "bogus"}),
+            batcher.predict(detector, [picture], {"faces": "off"}),
+            return_exceptions=True,
+        )
+        (later,) = await batcher.predict(detector, [picture], {"faces": "off"})
+        await batcher.close()
+        return outcomes, later
+
+    outcomes, later = asyncio.run(scenario())
+    assert all(isinstance(o, InvalidArgumentError) for o in outcomes[:2])
+    assert outcomes[2][0].p_fake == pytest.approx(later.p_fake) and later.ok

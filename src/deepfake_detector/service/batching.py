@@ -76,8 +76,15 @@ class RequestBatcher:
             jobs = [await self._queue.get()]
             while not self._queue.empty():
                 jobs.append(self._queue.get_nowait())
-            for group in self._groups(jobs):
-                await self._serve(group)
+            try:
+                await asyncio.gather(*(self._serve(group) for group in self._groups(jobs)))
+            except BaseException as exc:  # stopped at shutdown, or a fault here: no request is left waiting
+                cancelled = isinstance(exc, asyncio.CancelledError)
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.cancel() if cancelled else job.future.set_exception(exc)
+                if cancelled or not isinstance(exc, Exception):
+                    raise
 
     def _groups(self, jobs: list[_Job]) -> list[list[_Job]]:
         """Jobs with equal options, in arrival order, cut at ``max_images``."""
