@@ -57,7 +57,7 @@ def run_local(paths: list[str], model: str | None, workers: int, batch_size: int
         "wall_s": ended - started,
         "load_s": loaded - started,
         "startup_s": arrivals[0] - started if arrivals else float("nan"),
-        "steady_ips": steady(arrivals),
+        "steady_ips": steady(arrivals, batch_size),
         "scores": scores,
         "runtime": detector.runtime,
     }
@@ -86,16 +86,18 @@ def run_ray(paths: list[str], model: str | None, actors: int, batch_size: int, f
         "workers": actors,
         "wall_s": ended - started,
         "startup_s": arrivals[0] - started if arrivals else float("nan"),
-        "steady_ips": steady(arrivals),
+        "steady_ips": steady(arrivals, batch_size),
         "scores": scores,
     }
 
 
-def steady(arrivals: list[float]) -> float:
-    """Images per second from the first result to the last, leaving out the first batch's."""
-    first = [t for t in arrivals if t == arrivals[0]]
-    span = arrivals[-1] - arrivals[0] if arrivals else 0.0
-    return (len(arrivals) - len(first)) / span if span > 0 else float("nan")
+def steady(arrivals: list[float], batch_size: int) -> float:
+    """Images per second after the first batch's results: the rows that arrived after it,
+    over the time from its last row to the last row."""
+    if len(arrivals) <= batch_size:
+        return float("nan")
+    span = arrivals[-1] - arrivals[batch_size - 1]
+    return (len(arrivals) - batch_size) / span if span > 0 else float("nan")
 
 
 def main() -> None:

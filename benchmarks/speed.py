@@ -95,8 +95,8 @@ def flops_per_image(bundle: Path) -> float:
 
 
 def with_export(bundle: Path, scratch: Path) -> Path:
-    """The bundle itself when it holds an ONNX export, else an exported copy in ``scratch``."""
-    if find_onnx(bundle) is not None:
+    """The bundle itself when it holds a current ONNX export, else a freshly exported copy in ``scratch``."""
+    if find_onnx(bundle) is not None and Detector.load(bundle).runtime == "onnx":
         return bundle
     copy = Path(shutil.copytree(bundle, scratch / bundle.name, ignore=shutil.ignore_patterns(ONNX_DIR)))
     export_bundle(copy)

@@ -492,7 +492,13 @@ def test_cli_on_ray_matches_local_jsonl_and_resumes(
         assert_same(row, local[row["path"]], row["path"])
     assert main([*argv, "--quiet"]) == 1  # parquet by default: not into a folder of jsonl parts
     assert "already holds jsonl parts" in capsys.readouterr().err
-    assert main([*argv, "--format", "jsonl"]) == 0
+    twice = ["predict", str(folder), str(folder / images[0].name), *argv[2:]]  # a file named twice: one row
+    assert main([*twice, "--format", "jsonl"]) == 0
     err = capsys.readouterr().err
     assert f"0 scored (0 fake, 0 real), 0 failed, {len(local)} skipped" in err
     assert sorted(out.glob("part-*.jsonl")) == parts
+    assert main([*argv, "--format", "jsonl", "--threshold", "0.1"]) == 1  # other options: not mixed in
+    assert "holds results of another options" in capsys.readouterr().err
+    assert sorted(out.glob("part-*.jsonl")) == parts
+    assert main([*argv, "--format", "jsonl", "--runtime", "onnx", "--gpus-per-actor", "1"]) == 1
+    assert "runs on CPUs" in capsys.readouterr().err

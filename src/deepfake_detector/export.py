@@ -200,7 +200,7 @@ def load_onnx(folder: str | Path) -> tuple[BundleConfig, OnnxRunner]:
     """
     folder = Path(folder)
     if is_ensemble(folder):
-        raise ExportError(f"{folder}: is an ensemble; runtime='onnx' takes one bundle for now. Use runtime='torch'.")
+        raise ExportError(f"{folder}: is an ensemble; load it with Detector.load, which loads each member's export.")
     config = read_config(folder)
     path = find_onnx(folder)
     if path is None:

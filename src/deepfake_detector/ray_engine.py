@@ -107,7 +107,7 @@ def read_results(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Every row in a results folder, as the local JSON lines hold it plus ``sha256``
     (Parquet's ``faces`` and ``video`` decoded from their JSON text), part after part.
 
-    ``Prediction.from_dict`` takes a row once ``sha256`` is removed.
+    ``Prediction.from_dict`` takes a row as it is (it leaves ``sha256`` out).
     """
     rows = []
     for part in _parts(Path(folder)):
@@ -276,6 +276,7 @@ class RayRun:
     parts: list[Path] = field(default_factory=list)
     seconds: float = 0.0
     model: str | None = None
+    written: set[tuple[str | None, str | None]] = field(default_factory=set, repr=False)
 
 
 def _import_ray(local: bool) -> Any:
@@ -304,8 +305,6 @@ def _connect(ray: Any, address: str | None, num_cpus: int | None, progress: bool
     """Join the cluster at ``address``, or start a local instance bound to 127.0.0.1 (never
     an existing cluster found by chance); reuse a connection the caller already made.
     Returns whether this call connected (and so must disconnect)."""
-    import logging
-
     if ray.is_initialized():
         return False
     common: dict[str, Any] = {"logging_level": logging.WARNING if progress else logging.ERROR}
@@ -403,13 +402,18 @@ def score_on_ray(
         )
     load_options = dict(load_options or {})
     predict_options = dict(predict_options or {})
+    if gpus_per_actor > 0 and load_options.get("runtime") == "onnx":
+        raise InvalidArgumentError("runtime 'onnx' runs on CPUs: give actors no GPUs, or use runtime auto or torch.")
     model_dir = None if model is None else str(Path(model).resolve())
+    paths = _unique(paths)
 
     # Check the model and the options here, where a mistake makes a plain message.
     from .detector import Detector
 
     detector = Detector.load(model_dir, device="cpu", **load_options)
     detector.predict_many([], batch_size=batch_size, workers=workers, **predict_options)
+    settings = _settings(detector.name, model_dir, load_options, predict_options)
+    _check_same_settings(out, settings)
     done = done_hashes(out)
     run = RayRun(
         out, f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(3)}", len(paths), model=detector.name
@@ -470,11 +474,53 @@ def score_on_ray(
         writer.flush()
         run.parts = writer.parts
         run.seconds = time.perf_counter() - started
-        _record(run, interrupted, fmt, address, actors, cpus_per_actor, gpus_per_actor, batch_size, predict_options)
+        _record(run, interrupted, fmt, address, settings, actors, cpus_per_actor, gpus_per_actor, batch_size)
         data_logger.setLevel(data_level)
         if own_connection:
             ray.shutdown()
     return run
+
+
+def _unique(paths: Sequence[str]) -> list[str]:
+    """Each file once (by absolute path), as first given: a file named twice (a folder and a
+    glob, a repeated list entry) is one unit of work and one row."""
+    seen: set[str] = set()
+    unique = []
+    for path in paths:
+        key = os.path.abspath(path)
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    return unique
+
+
+def _json_safe(options: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v) for k, v in sorted(options.items())}
+
+
+def _settings(
+    model_name: str, model_dir: str | None, load_options: Mapping[str, Any], predict_options: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What decides the answers: the model and the options (the runtime aside, whose answers agree)."""
+    load = {k: v for k, v in load_options.items() if k != "runtime"}
+    options = _json_safe(predict_options)
+    return {"model": model_name, "model_dir": model_dir, "load": _json_safe(load), "options": options}
+
+
+def _check_same_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Refuse to add to a folder whose earlier runs used another model or other options: the
+    files they scored would be skipped as done, and the rows would mix two kinds of answer."""
+    for record_path in sorted((out / RUNS_DIR).glob("*.json")):
+        try:
+            earlier = json.loads(record_path.read_text()).get("settings")
+        except (OSError, ValueError):
+            continue
+        if earlier is not None and earlier != settings:
+            changed = sorted(k for k in settings if earlier.get(k) != settings[k])
+            raise InvalidArgumentError(
+                f"{out}: holds results of another {' and '.join(changed)} (run {record_path.stem}); "
+                "resume with the same model and options, or write to another folder."
+            )
 
 
 def _take(batch: Mapping[str, np.ndarray], run: RayRun, writer: _PartWriter, on_row: Callable | None) -> None:
@@ -483,6 +529,10 @@ def _take(batch: Mapping[str, np.ndarray], run: RayRun, writer: _PartWriter, on_
             run.skipped += 1
             continue
         row = json.loads(text)
+        key = (row.get("path"), row.get(HASH_FIELD))
+        if key in run.written:  # a retried batch whose first attempt's rows already arrived
+            continue
+        run.written.add(key)
         writer.add(row)
         if row.get("error") is None:
             run.scored += 1
@@ -493,9 +543,12 @@ def _take(batch: Mapping[str, np.ndarray], run: RayRun, writer: _PartWriter, on_
             on_row(row)
 
 
-def _record(run: RayRun, interrupted: bool, fmt: str, address: str | None, *sizing: Any) -> None:
-    """``OUT/_runs/<run>.json``: what a run was asked and what it did, for whoever reads the folder later."""
-    actors, cpus, gpus, batch_size, predict_options = sizing
+def _record(
+    run: RayRun, interrupted: bool, fmt: str, address: str | None, settings: dict[str, Any], *sizing: Any
+) -> None:
+    """``OUT/_runs/<run>.json``: what a run was asked and what it did, for whoever reads the
+    folder later, and for a rerun to check it adds answers of the same kind."""
+    actors, cpus, gpus, batch_size = sizing
     folder = run.output / RUNS_DIR
     folder.mkdir(exist_ok=True)
     record = {
@@ -507,9 +560,7 @@ def _record(run: RayRun, interrupted: bool, fmt: str, address: str | None, *sizi
         "cpus_per_actor": cpus,
         "gpus_per_actor": gpus,
         "batch_size": batch_size,
-        "options": {
-            k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v) for k, v in predict_options.items()
-        },
+        "settings": settings,
         "inputs": run.inputs,
         "scored": run.scored,
         "failed": run.failed,
