@@ -4,14 +4,15 @@ Scores the same face crops (default: ../shared/data/ffpp_faces, FaceForensics++ 
 299x299 px, taken evenly across its folders) with the shipped detector, or ``--model``:
 
 - locally, ``Detector.predict_many`` in this process with 1 and with 2 decoding threads;
-- on Ray, ``score_on_ray`` on a local Ray instance with 1 and with 2 actors of 1 CPU each.
+- on Ray, ``score_on_ray`` on a local Ray instance with 1 actor of 2 CPUs and with 2 actors
+  of 1 CPU each (an actor uses as many decoding and onnxruntime threads as it has CPUs).
 
 Crops are scored whole (``--faces off``, as ``evaluate --faces off`` scores a folder of crops),
 and every file is read once beforehand so that no run pays the disk. Prints one Markdown table:
 wall time end to end (model loading, and for Ray starting the instance and the actors,
 included), images per second end to end and in the steady state (from the first result to
 the last), and the largest difference in p_fake from the local run; then the overhead of Ray
-against local at equal workers (1 actor against 1 decoding thread).
+against local at equal threads (1 actor of 2 CPUs against 2 decoding threads).
 
     python benchmarks/scale.py [--data DIR] [--limit 1200] [--model BUNDLE] [--batch-size 32]
 """
@@ -63,7 +64,8 @@ def run_local(paths: list[str], model: str | None, workers: int, batch_size: int
     }
 
 
-def run_ray(paths: list[str], model: str | None, actors: int, batch_size: int, faces: str) -> dict[str, Any]:
+def run_ray(paths: list[str], model: str | None, actors: int, cpus: int, batch_size: int, faces: str) -> dict[str, Any]:
+    """Each actor reserves ``cpus`` CPUs and uses as many decoding and onnxruntime threads."""
     arrivals: list[float] = []
     with tempfile.TemporaryDirectory(prefix="scale-") as out:
         started = time.perf_counter()
@@ -72,7 +74,7 @@ def run_ray(paths: list[str], model: str | None, actors: int, batch_size: int, f
             out,
             model=model,
             actors=actors,
-            cpus_per_actor=1.0,
+            cpus_per_actor=float(cpus),
             batch_size=batch_size,
             predict_options={"faces": faces},
             progress=False,
@@ -82,8 +84,8 @@ def run_ray(paths: list[str], model: str | None, actors: int, batch_size: int, f
         scores = {row["path"]: row["p_fake"] for row in read_results(out)}
     assert run.scored + run.failed == len(paths), run
     return {
-        "name": f"Ray, {actors} actor{'s' * (actors > 1)} of 1 CPU",
-        "workers": actors,
+        "name": f"Ray, {actors} actor{'s' * (actors > 1)} of {cpus} CPU{'s' * (cpus > 1)}",
+        "workers": actors * cpus,
         "wall_s": ended - started,
         "startup_s": arrivals[0] - started if arrivals else float("nan"),
         "steady_ips": steady(arrivals, batch_size),
@@ -121,8 +123,8 @@ def main() -> None:
     runs = [
         run_local(paths, args.model, 1, args.batch_size, args.faces),
         run_local(paths, args.model, 2, args.batch_size, args.faces),
-        run_ray(paths, args.model, 1, args.batch_size, args.faces),
-        run_ray(paths, args.model, 2, args.batch_size, args.faces),
+        run_ray(paths, args.model, 1, 2, args.batch_size, args.faces),
+        run_ray(paths, args.model, 2, 1, args.batch_size, args.faces),
     ]
     reference = runs[0]["scores"]
     n = len(paths)
@@ -144,9 +146,9 @@ def main() -> None:
             f"| {run['name']} | {run['wall_s']:.1f} | {n / run['wall_s']:.1f} | {run['steady_ips']:.1f} "
             f"| {run['startup_s']:.1f} | {diff:.1e} |"
         )
-    local, ray1 = runs[0], runs[2]
+    local, ray1 = runs[1], runs[2]
     print(
-        f"\nRay against local at equal workers (1 actor, 1 decoding thread): end to end "
+        f"\nRay against local at equal threads (1 actor of 2 CPUs, 2 decoding threads): end to end "
         f"{ray1['wall_s'] / local['wall_s']:.2f}x the time ({ray1['wall_s'] - local['wall_s']:+.1f} s), "
         f"steady state {local['steady_ips'] / ray1['steady_ips']:.2f}x the time per image."
     )

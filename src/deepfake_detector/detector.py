@@ -188,6 +188,7 @@ class Detector:
         face_detector: str | FaceDetector = "auto",
         min_face: int = MIN_FACE,
         runtime: str = "auto",
+        threads: int | None = None,
     ) -> Detector:
         """Load a bundle folder (``config.json`` + ``model.safetensors``) or an ensemble
         folder (``ensemble.json`` + one bundle folder per member); with none, the detector
@@ -201,11 +202,15 @@ class Detector:
         faster there; PyTorch otherwise (GPUs, bundles without an export). An ensemble takes
         onnxruntime when every member bundle holds a current export. The
         preprocessing and p_fake are the same either way; ``Detector.runtime`` says which
-        one was taken. Grad-CAM always runs the PyTorch network (see
+        one was taken. ``threads`` sets onnxruntime's intra-op threads (default ``min(2, CPUs)``;
+        a process that shares its machine, a Ray actor say, gives its own share). Grad-CAM
+        always runs the PyTorch network (see
         :meth:`Explainer.for_detector <deepfake_detector.explain.Explainer.for_detector>`).
         """
         if runtime not in RUNTIMES:
             raise InvalidArgumentError(f"The 'runtime' parameter must be one of {RUNTIMES}; got {runtime!r}.")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise InvalidArgumentError(f"The 'threads' parameter must be a positive integer; got {threads!r}.")
         if bundle_dir is None:
             from .shipped import default_model_dir
 
@@ -220,7 +225,8 @@ class Detector:
             from .export import load_onnx
 
             try:
-                loaded = load_ensemble(bundle_dir, load_onnx) if ensemble else load_onnx(bundle_dir)
+                load = functools.partial(load_onnx, threads=threads)
+                loaded = load_ensemble(bundle_dir, load) if ensemble else load(bundle_dir)
                 runtime = "onnx"
             except BundleError as exc:
                 if runtime == "onnx":

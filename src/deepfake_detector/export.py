@@ -190,13 +190,14 @@ def find_onnx(folder: str | Path) -> Path | None:
     return None
 
 
-def load_onnx(folder: str | Path) -> tuple[BundleConfig, OnnxRunner]:
+def load_onnx(folder: str | Path, threads: int | None = None) -> tuple[BundleConfig, OnnxRunner]:
     """The config and an onnxruntime runner for an export folder (``model.onnx`` and
     ``config.json``) or a bundle folder holding ``onnx/model.onnx``.
 
     Through a bundle folder the bundle's own ``config.json`` is used, since calibrating
     rewrites it in place and the threshold does not change the network; the ONNX file must
-    come from the bundle's current weights.
+    come from the bundle's current weights. ``threads``: onnxruntime's intra-op threads
+    (default ``min(2, cpu count)``).
     """
     folder = Path(folder)
     if is_ensemble(folder):
@@ -208,7 +209,7 @@ def load_onnx(folder: str | Path) -> tuple[BundleConfig, OnnxRunner]:
             f"{folder}: no ONNX model ({ONNX_FILE} or {ONNX_DIR}/{ONNX_FILE}); "
             f"make one with: deepfake-detector export {folder} --format onnx"
         )
-    runner = OnnxRunner(path)
+    runner = OnnxRunner(path, threads)
     weights = folder / WEIGHTS_FILE
     if weights.is_file() and runner.metadata.get(WEIGHTS_SHA_KEY) != _sha256(weights):
         raise BundleError(

@@ -220,7 +220,9 @@ class _Scorer:
         from .detector import Detector
 
         torch.set_num_threads(max(1, workers))
-        self.detector = Detector.load(model, device="cuda" if use_gpu else "cpu", **dict(load_options))
+        # onnxruntime gets the actor's threads, not the machine's default share.
+        options = {**dict(load_options), "threads": max(1, workers)}
+        self.detector = Detector.load(model, device="cuda" if use_gpu else "cpu", **options)
         self.predict_options = dict(predict_options)
         self.batch_size, self.workers = batch_size, workers
         self.fault_marker = fault_marker
