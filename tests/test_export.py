@@ -244,3 +244,11 @@ def test_an_ensemble_of_exported_members_runs_on_onnxruntime(
     save_bundle(ensemble / auto.members[0].name, config, create_model("seed-cnn"))  # one member's export is stale
     with pytest.warns(UserWarning, match="retrained"):
         assert Detector.load(ensemble).runtime == "torch"
+
+
+def test_threads_set_onnxruntimes_intra_op_threads(bundle: Path) -> None:
+    one = Detector.load(bundle, threads=1)
+    assert one.model.session.get_session_options().intra_op_num_threads == 1
+    for bad in (0, -2, 1.5, True, "2"):
+        with pytest.raises(InvalidArgumentError, match="threads"):
+            Detector.load(bundle, threads=bad)
