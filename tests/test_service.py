@@ -440,3 +440,18 @@ def test_batcher_answers_every_request_even_when_the_model_fails(detector: Detec
     outcomes, later = asyncio.run(scenario())
     assert all(isinstance(o, InvalidArgumentError) for o in outcomes[:2])
     assert outcomes[2][0].p_fake == pytest.approx(later.p_fake) and later.ok
+
+
+def test_explain_of_a_model_served_from_its_export_alone_is_501(trained_bundle: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    import shutil
+
+    from deepfake_detector.export import export_bundle
+
+    exported = export_bundle(shutil.copytree(trained_bundle, tmp_path / "b"), tmp_path / "export")
+    with TestClient(create_app(Detector.load(exported, runtime="onnx")), raise_server_exceptions=False) as c:
+        upload = {"file": ("a.png", _png())}
+        assert c.post("/v1/predict", files=upload).status_code == 200
+        response = c.post("/v1/predict", files=upload, params={"explain": "true"})
+        body = _assert_error(response, 501, "explain_unavailable")
+        assert "layers" in body["detail"]

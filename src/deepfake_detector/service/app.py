@@ -51,6 +51,7 @@ from ..errors import (
     MediaError,
     MediaNotFoundError,
     MediaTooLargeError,
+    UnknownLayerError,
 )
 from ..explain import Explainer
 from ..media.image import load_image
@@ -77,6 +78,7 @@ _ERROR_STATUS: dict[type[DeepfakeDetectorError], tuple[int, str]] = {
     MediaNotFoundError: (500, "internal_error"),  # the service names no paths; a missing file is our fault
     MediaError: (415, "unsupported_media"),  # empty, not an image/video, truncated or damaged
     InvalidArgumentError: (422, "invalid_option"),
+    UnknownLayerError: (501, "explain_unavailable"),  # a model served from an ONNX export alone has no layers
 }
 
 
@@ -135,6 +137,7 @@ def create_app(
             413: {"model": ErrorResponse, "description": "upload or image too large"},
             415: {"model": ErrorResponse, "description": "not an image (or video) the detector reads"},
             422: {"model": ErrorResponse, "description": "bad options"},
+            501: {"model": ErrorResponse, "description": "heat maps asked of a model served without its layers"},
             503: {"model": ErrorResponse, "description": "the model is not loaded yet"},
         },
     )
@@ -419,7 +422,7 @@ async def _core_error(request: Request, exc: Exception) -> JSONResponse:
             break
     else:
         status, type_ = 422, "invalid_request"
-    if status >= 500:
+    if status == 500:
         return await _unexpected_error(request, exc)
     return _error(status, type_, str(exc))
 
