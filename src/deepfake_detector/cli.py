@@ -11,6 +11,7 @@ import csv
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import IO, Any, Sequence
 
@@ -503,7 +504,28 @@ class _Outputs:
         return None
 
 
-def _predict_on_ray(args: argparse.Namespace, sampling: Any) -> int:
+def _predict_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options that decide each verdict, the same for both engines."""
+    return {
+        "threshold": args.threshold,
+        "uncertain_band": args.uncertain_band,
+        "reencode_check": args.reencode_check,
+        "faces": args.faces,
+        "aggregate": args.aggregate,
+        "sampling": _sampling(args),
+    }
+
+
+def _verdict_counts(scored: int, labels: Counter, failed: int) -> str:
+    """'N scored (F fake, R real[, U uncertain][, W without a verdict]), M failed' for the summary line."""
+    text = f"{scored} scored ({labels['fake']} fake, {labels['real']} real"
+    text += f", {labels['uncertain']} uncertain" if labels["uncertain"] else ""
+    no_verdict = scored - labels["fake"] - labels["real"] - labels["uncertain"]
+    text += f", {no_verdict} without a verdict)" if no_verdict else ")"
+    return text + f", {failed} failed"
+
+
+def _predict_on_ray(args: argparse.Namespace) -> int:
     """``predict --engine ray``: the same rows, scored by a pool of Ray actors, written as parts."""
     from .media.files import expand_sources
 
@@ -540,24 +562,12 @@ def _predict_on_ray(args: argparse.Namespace, sampling: Any) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         load_options={"face_detector": args.face_detector, "runtime": args.runtime, **_min_face(args)},
-        predict_options={
-            "threshold": args.threshold,
-            "uncertain_band": args.uncertain_band,
-            "reencode_check": args.reencode_check,
-            "faces": args.faces,
-            "aggregate": args.aggregate,
-            "sampling": sampling,
-        },
+        predict_options=_predict_options(args),
         progress=not args.quiet,
         on_row=report_failure,
     )
     if not args.quiet:
-        labels = run.labels
-        summary = f"{run.scored} scored ({labels['fake']} fake, {labels['real']} real"
-        summary += f", {labels['uncertain']} uncertain" if labels["uncertain"] else ""
-        no_verdict = run.scored - labels["fake"] - labels["real"] - labels["uncertain"]
-        summary += f", {no_verdict} without a verdict)" if no_verdict else ")"
-        summary += f", {run.failed} failed" + (": see above" if run.failed else "")
+        summary = _verdict_counts(run.scored, run.labels, run.failed) + (": see above" if run.failed else "")
         summary += f", {run.skipped} skipped (already in {args.output})" if run.skipped else ""
         summary += f"; {run.seconds:.2f} s in all; results saved to {args.output} ({len(run.parts)} new parts)"
         print(summary, file=sys.stderr)
@@ -570,9 +580,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .detector import Detector
     from .media.files import expand_sources
 
-    sampling = _sampling(args)
     if args.engine == "ray":
-        return _predict_on_ray(args, sampling)
+        return _predict_on_ray(args)
     ray_flags = {
         "--address": args.address,
         "--actors": args.actors,
@@ -583,6 +592,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if given or args.format == "parquet":
         raise InvalidArgumentError(f"{given[0] if given else '--format parquet'} needs --engine ray.")
     args.format = args.format or "table"
+    options = _predict_options(args)  # a bad option ends here, before the model loads
     detector = Detector.load(
         _model_dir(args.model), face_detector=args.face_detector, runtime=args.runtime, **_min_face(args)
     )
@@ -611,19 +621,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         bar.update(done - bar.n)
 
     started = time.perf_counter()
-    n_ok = n_fake = n_real = n_uncertain = n_failed = n_unexplained = 0
+    labels: Counter = Counter()
+    n_ok = n_failed = n_unexplained = 0
     try:
         writer = _Writer(args.format, out, max(len(p) for p in paths))
         results = detector.predict_many(
             paths,
             batch_size=args.batch_size,
             workers=args.workers,
-            threshold=args.threshold,
-            uncertain_band=args.uncertain_band,
-            reencode_check=args.reencode_check,
-            faces=args.faces,
-            aggregate=args.aggregate,
-            sampling=sampling,
+            **options,
             keep_media=outputs.annotate is not None or outputs.explain is not None,
             on_crop=outputs.save_crop if outputs.crops is not None else None,
             video_progress=video_progress,
@@ -641,9 +647,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 tqdm.write(f"failed: {unexplained}", file=sys.stderr)
             if pred.ok:
                 n_ok += 1
-                n_fake += pred.label == "fake"
-                n_real += pred.label == "real"
-                n_uncertain += pred.label == "uncertain"
+                labels[pred.label] += 1
             else:
                 n_failed += 1
                 tqdm.write(f"failed: {pred.error}", file=sys.stderr)  # not glued to the progress bar
@@ -652,11 +656,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             out.close()
     if not args.quiet:
         elapsed = time.perf_counter() - started
-        summary = f"{n_ok} scored ({n_fake} fake, {n_real} real"
-        summary += f", {n_uncertain} uncertain" if n_uncertain else ""
-        no_verdict = n_ok - n_fake - n_real - n_uncertain
-        summary += f", {no_verdict} without a verdict)" if no_verdict else ")"
-        summary += f", {n_failed} failed"
+        summary = _verdict_counts(n_ok, labels, n_failed)
         summary += f", {n_unexplained} without heat maps" if n_unexplained else ""
         summary += ": see above" if n_failed or n_unexplained else ""
         summary += f"; {elapsed:.2f} s in all"

@@ -146,6 +146,8 @@ class Detector:
         name: str | None = None,
         face_detector: str | FaceDetector = "auto",
         min_face: int = MIN_FACE,
+        runtime: str = "torch",
+        source: Path | None = None,
     ) -> None:
         if isinstance(config, EnsembleConfig):
             if model is not None or len(members) != len(config.members):
@@ -176,8 +178,8 @@ class Detector:
         self._face_detector_choice = face_detector
         self._face_detector: FaceDetector | None = None if isinstance(face_detector, str) else face_detector
         self._lock = threading.Lock()
-        self.runtime = "torch"  # what runs the network: set by load(); see RUNTIMES
-        self.source: Path | None = None  # the folder load() read, for tools that need the torch network
+        self.runtime = runtime  # what runs the network: "torch", or "onnx" for onnxruntime runners
+        self.source = source  # the folder the bundle was read from, for tools that need its torch network
 
     @classmethod
     def load(
@@ -246,7 +248,7 @@ class Detector:
             preprocessing = config.preprocessing
         if face_detector == "auto" and preprocessing.face_detector:
             face_detector = preprocessing.face_detector  # the detector the training crops came from
-        detector = cls(
+        return cls(
             config,
             model,
             members=members,
@@ -254,10 +256,9 @@ class Detector:
             name=config.name or bundle_dir.name,
             face_detector=face_detector,
             min_face=min_face,
+            runtime=runtime,
+            source=bundle_dir,
         )
-        detector.runtime = runtime
-        detector.source = bundle_dir
-        return detector
 
     @property
     def threshold(self) -> float:

@@ -286,8 +286,7 @@ def _add_routes(app: FastAPI) -> None:
             predictions = await run_in_threadpool(_judge_keeping_pixels, detector, file, names, settings, options)
             heat_maps = await run_in_threadpool(lambda: [_heat_maps(explainer, p) for p in predictions])
         else:
-            min_side = detector.decode_size(faces)
-            images = await run_in_threadpool(lambda: [_decode(u, n, settings, min_side) for u, n in zip(file, names)])
+            images = await run_in_threadpool(_decode_all, file, names, settings, detector.decode_size(faces))
             predictions = await request.app.state.batcher.predict(detector, images, options)
             heat_maps = [None] * len(predictions)
         return {
@@ -329,10 +328,8 @@ def _judge_keeping_pixels(
     settings: ServiceSettings,
     options: dict[str, Any],
 ) -> list[Prediction]:
-    """Decode every upload (the first unreadable one raises, naming it) and judge them
-    keeping the pixels, which the heat maps are drawn on."""
-    min_side = detector.decode_size(options["faces"])
-    images = [_decode(upload, name, settings, min_side) for upload, name in zip(uploads, names)]
+    """Decode and judge the uploads keeping the pixels, which the heat maps are drawn on."""
+    images = _decode_all(uploads, names, settings, detector.decode_size(options["faces"]))
     return list(detector.predict_many(images, keep_media=True, **options))
 
 
@@ -363,6 +360,13 @@ def _heat_maps(explainer: Explainer, prediction: Prediction) -> list[dict[str, A
             )
     prediction.artifacts = None  # the pixels are no longer needed
     return maps
+
+
+def _decode_all(
+    uploads: list[UploadFile], names: list[str], settings: ServiceSettings, min_side: int | None
+) -> list[np.ndarray]:
+    """Every upload decoded, in order; the first unreadable one raises, naming it."""
+    return [_decode(upload, name, settings, min_side) for upload, name in zip(uploads, names)]
 
 
 def _decode(upload: UploadFile, name: str, settings: ServiceSettings, min_side: int | None) -> np.ndarray:
