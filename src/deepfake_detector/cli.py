@@ -707,8 +707,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             main_rank = distributed.rank() == 0
             try:
                 bundle = train(config, resume=args.resume, progress=not args.quiet)
-            finally:
+            except BaseException:
                 distributed.dist.destroy_process_group()
+                raise
+            distributed.finish()
             if not main_rank:
                 return EXIT_OK
         else:

@@ -122,8 +122,17 @@ def _worker(index: int, nprocs: int, port: int, device: str, fn: Callable[..., A
     init_from_env(device)
     try:
         fn(*args)
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    finish()
+
+
+def finish() -> None:
+    """Leave the process group once every rank is done: a rank that left while rank 0 still
+    wrote the bundle could bring the others' connections down (an abort in gloo)."""
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def global_batches(n: int, batch_size: int, seed: int, drop_last: bool) -> list[list[int]]:
