@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from deepfake_detector import export
 from deepfake_detector.bundle import CONFIG_FILE, BundleConfig, load_bundle, save_bundle
 from deepfake_detector.cli import main
 from deepfake_detector.detector import Detector
@@ -76,16 +77,65 @@ def test_export_writes_model_and_the_bundles_config(bundle: Path) -> None:
 
 
 def test_runner_gives_torch_logits_with_a_dynamic_batch(bundle: Path) -> None:
+    """The graph takes resized uint8 pixels and does the bundle's normalisation itself."""
     config, model = load_bundle(bundle)
     _, runner = load_onnx(bundle / ONNX_DIR)
+    assert runner.takes_pixels
     size = config.preprocessing.input_size
     for n in (5, 1):
-        x = torch.from_numpy(np.random.default_rng(n).standard_normal((n, 3, size, size), dtype=np.float32))
+        pixels = np.random.default_rng(n).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
         with torch.inference_mode():
-            expected = config.p_fake_from_logits(model(x)).numpy()
-        got = config.p_fake_from_logits(runner(x)).numpy()
+            expected = config.p_fake_from_logits(
+                model(torch.from_numpy(np.stack([config.preprocessing(p) for p in pixels])))
+            )
+        got = config.p_fake_from_logits(runner(torch.from_numpy(pixels))).numpy()
         assert got.shape == (n,)
-        np.testing.assert_allclose(got, expected, atol=TOL)
+        np.testing.assert_allclose(got, expected.numpy(), atol=TOL)
+    with pytest.raises(InvalidArgumentError, match="uint8"):
+        runner(torch.zeros(1, 3, size, size))
+
+
+def test_an_earlier_float_input_export_still_runs(
+    trained_bundle: Path, tmp_path: Path, pictures: list[np.ndarray]
+) -> None:
+    """Exports made before the input step moved into the graph take normalised float batches."""
+    import onnx
+
+    folder = Path(shutil.copytree(trained_bundle, tmp_path / "old"))
+    config, model = load_bundle(folder)
+    size = config.preprocessing.input_size
+    proto = onnx.load_from_string(export.network_to_onnx(model, torch.zeros(2, 3, size, size), folder))
+    onnx.helper.set_model_props(proto, {export.WEIGHTS_SHA_KEY: export._sha256(folder / "model.safetensors")})
+    (folder / ONNX_DIR).mkdir()
+    (folder / ONNX_DIR / ONNX_FILE).write_bytes(proto.SerializeToString())
+    old = Detector.load(folder, runtime="onnx")
+    assert not old.model.takes_pixels
+    np.testing.assert_allclose(
+        old.score_batch(pictures), Detector.load(folder, runtime="torch").score_batch(pictures), atol=TOL
+    )
+    with pytest.raises(InvalidArgumentError, match="float32"):
+        old.model(torch.zeros(1, size, size, 3, dtype=torch.uint8))
+
+
+def test_an_ensemble_mixing_input_steps_scores_like_torch(
+    bundle: Path, tmp_path: Path, pictures: list[np.ndarray]
+) -> None:
+    """Members of one preprocessing, one exported with pixels in and one with floats in, each
+    get their own prepared input and together score as the torch ensemble does."""
+    from deepfake_detector.ensemble import EnsembleConfig, Member
+
+    config, model = load_bundle(bundle)
+    size = config.preprocessing.input_size
+    old_graph = tmp_path / ONNX_FILE
+    old_graph.write_bytes(export.network_to_onnx(model, torch.zeros(2, 3, size, size), bundle))
+    _, new_runner = load_onnx(bundle)
+    ensemble = EnsembleConfig(members=["new", "old"])
+    mixed = Detector(
+        ensemble, members=[Member("new", config, new_runner), Member("old", config, OnnxRunner(old_graph))]
+    )
+    torch_only = Detector(ensemble, members=[Member("new", config, model), Member("old", config, model)])
+    assert len(mixed._transforms) == 2 and len(torch_only._transforms) == 1
+    np.testing.assert_allclose(mixed.score_batch(pictures), torch_only.score_batch(pictures), atol=TOL)
 
 
 def test_onnx_and_torch_agree_on_real_looking_and_random_pictures(bundle: Path, pictures: list[np.ndarray]) -> None:

@@ -64,7 +64,7 @@ from .video_judge import VideoProgress, judge_video
 ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 Loader = Callable[[Any], np.ndarray]
 CropSink = Callable[[str | None, str, np.ndarray], None]
-# One preprocessed model input: an array, or one array per distinct preprocessing of an ensemble's members.
+# One prepared model input: an array, or one array per distinct input step of an ensemble's members.
 ModelInput = Union[np.ndarray, tuple[np.ndarray, ...]]
 
 FACE_MODES = ("auto", "off", "only")
@@ -167,9 +167,15 @@ class Detector:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.preprocessing = self.members[0].config.preprocessing
-        # Members with equal preprocessing share one preprocessed copy of each input.
-        self._transforms = list(dict.fromkeys(m.config.preprocessing for m in self.members))
-        self._transform_of = [self._transforms.index(m.config.preprocessing) for m in self.members]
+        # Members with equal input steps share one prepared copy of each input. A network
+        # exported with its input step inside (``OnnxRunner.takes_pixels``) gets resized pixels;
+        # any other gets the whole preprocessing.
+        steps = [(m.config.preprocessing, bool(getattr(m.model, "takes_pixels", False))) for m in self.members]
+        self._steps = list(dict.fromkeys(steps))
+        self._transform_of = [self._steps.index(step) for step in steps]
+        self._transforms: list[Callable[[np.ndarray], np.ndarray]] = [
+            preprocessing.resize if takes_pixels else preprocessing for preprocessing, takes_pixels in self._steps
+        ]
         self._model_input: Callable[[np.ndarray], ModelInput] = (
             self._transforms[0] if len(self._transforms) == 1 else self._each_transform
         )
@@ -287,7 +293,7 @@ class Detector:
         full-size picture. Every front end decodes with this, so p_fake does not depend on it."""
         if self.uses_faces(faces):
             return None
-        return max(t.decode_side for t in self._transforms)
+        return max(preprocessing.decode_side for preprocessing, _ in self._steps)
 
     def _options(
         self,
@@ -325,14 +331,14 @@ class Detector:
         return self._p_fake([self._model_input(im) for im in images])
 
     def _each_transform(self, pixels: np.ndarray) -> tuple[np.ndarray, ...]:
-        """An ensemble's model input: ``pixels`` after each distinct preprocessing of its members."""
+        """An ensemble's model input: ``pixels`` after each distinct input step of its members."""
         return tuple(transform(pixels) for transform in self._transforms)
 
     @torch.inference_mode()
     def _p_fake(self, inputs: list[ModelInput]) -> np.ndarray:
-        """``p_fake`` for model inputs (``3xSxS`` arrays, or tuples of them: see ``_model_input``),
-        in forward passes of at most MAX_MODEL_BATCH; an ensemble's members each score every
-        input, and their scores combine."""
+        """``p_fake`` for model inputs (``3xSxS`` float arrays or ``SxSx3`` resized pixels, or
+        tuples of them: see ``_model_input``), in forward passes of at most MAX_MODEL_BATCH; an
+        ensemble's members each score every input, and their scores combine."""
         scores = [np.zeros(0)]
         for start in range(0, len(inputs), MAX_MODEL_BATCH):
             chunk = inputs[start : start + MAX_MODEL_BATCH]
