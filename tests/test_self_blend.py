@@ -6,9 +6,11 @@ from dataclasses import fields
 
 import numpy as np
 import pytest
+from doubles import FixedFaces
 
-from deepfake_detector.data.self_blend import SelfBlendConfig, self_blend
+from deepfake_detector.data.self_blend import SelfBlendConfig, crop_landmarks, self_blend
 from deepfake_detector.errors import InvalidArgumentError
+from deepfake_detector.faces.base import FaceBox
 
 # MTCNN's five points (eyes, nose, mouth corners) on the crop below, measured once and rounded.
 LANDMARKS = ((64.6, 100.7), (107.4, 103.8), (85.9, 128.6), (62.6, 140.1), (105.4, 141.9))
@@ -93,6 +95,44 @@ def test_profile_landmarks_with_coinciding_eyes_still_give_a_face_mask() -> None
     assert not mask[:4, :4].any()
 
 
+def _part_centres() -> dict[str, np.ndarray]:
+    points = np.asarray(LANDMARKS)
+    return {"eyes": points[:2].mean(axis=0), "nose": points[2], "mouth": points[3:].mean(axis=0)}
+
+
+def test_part_masks_cover_some_face_parts_and_not_the_rest(face: np.ndarray) -> None:
+    """With part_p=1 every mask is the union of one to three part ellipses: the parts it covers
+    change from draw to draw, and the cheek (beside the nose, below the eye) is never covered."""
+    left_cheek = (LANDMARKS[0][0] - 18, (LANDMARKS[0][1] + LANDMARKS[3][1]) / 2 + 6)
+    seen: set[frozenset[str]] = set()
+    for seed in range(40):
+        fake, mask = _blend(face, seed, LANDMARKS, part_p=1.0, blend_ratios=(1.0,))
+        covered = frozenset(name for name, (x, y) in _part_centres().items() if mask[round(y), round(x)] > 0.5)
+        assert covered, seed
+        seen.add(covered)
+        assert mask[round(left_cheek[1]), round(left_cheek[0])] < 0.5, seed
+        assert (mask > 0).mean() < 0.5, seed  # far less than a whole-face mask
+        assert np.array_equal(fake[mask == 0], face[mask == 0])
+    assert len(seen) >= 3 and any(len(parts) == 1 for parts in seen) and any(len(parts) > 1 for parts in seen)
+
+
+def test_part_p_zero_keeps_every_draw_as_before(face: np.ndarray) -> None:
+    """part_p=0 draws nothing extra, so seeded results of earlier recipes do not move."""
+    for seed in SEEDS:
+        assert np.array_equal(_blend(face, seed, LANDMARKS)[1], _blend(face, seed, LANDMARKS, part_p=0.0)[1])
+        assert np.array_equal(_blend(face, seed)[1], _blend(face, seed, None, part_p=1.0)[1])  # no landmarks
+
+
+def test_crop_landmarks_takes_the_largest_face_inside_the_crop(face: np.ndarray) -> None:
+    small = FaceBox(0, 0, 10, 10, 0.99, ((1.0, 1.0), (5.0, 1.0), (3.0, 4.0), (2.0, 7.0), (4.0, 7.0)))
+    large = FaceBox(40, 60, 120, 120, 0.9, LANDMARKS)
+    np.testing.assert_allclose(crop_landmarks(face, FixedFaces([small, large])), LANDMARKS)
+    outside = FaceBox(0, 0, 200, 200, 0.9, ((-3.0, 5.0), *LANDMARKS[1:]))
+    assert crop_landmarks(face, FixedFaces([outside])) is None
+    assert crop_landmarks(face, FixedFaces([FaceBox(0, 0, 50, 50, 0.9)])) is None  # no landmarks given
+    assert crop_landmarks(face, FixedFaces([])) is None
+
+
 def test_blend_ratio_caps_the_mask(face: np.ndarray) -> None:
     for seed in range(4):
         _, mask = _blend(face, seed, blend_ratios=(0.5,))
@@ -129,6 +169,7 @@ def test_config_defaults_round_trip_through_to_dict() -> None:
         ("ellipse_width", (0.2, 0.3, 0.4)),
         ("blend_ratios", ()),
         ("blend_ratios", (0.0, 1.0)),
+        ("part_p", 1.5),
     ],
 )
 def test_bad_config_names_the_field(field: str, value: object) -> None:

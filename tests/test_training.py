@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from deepfake_detector import Detector
 from deepfake_detector.bundle import CONFIG_FILE, WEIGHTS_FILE
+from deepfake_detector.data.self_blend import SelfBlendConfig
 from deepfake_detector.errors import DatasetError, InvalidArgumentError, UnknownModelError
 from deepfake_detector.training import TrainConfig, train
 
@@ -197,6 +198,45 @@ def test_self_blend_trains_on_real_images_only(tmp_path: Path, synthetic_train: 
     assert config["training"]["config"]["self_blend"] == 0.5
     with pytest.raises(InvalidArgumentError, match="self_blend"):
         train(TrainConfig(data=str(only_real), out=str(tmp_path / "x"), self_blend=1.5), progress=False)
+    with pytest.raises(InvalidArgumentError, match="self_blend_parts"):
+        train(TrainConfig(data=str(only_real), out=str(tmp_path / "x"), self_blend_parts=-0.1), progress=False)
+
+
+def test_part_self_blends_use_landmarks_found_before_training(
+    synthetic_train: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """self_blend_parts finds each real image's landmarks once and blends face parts with them."""
+    from doubles import FixedFaces
+
+    from deepfake_detector.data.dataset import scan_folder
+    from deepfake_detector.data.torch_dataset import ImageDataset
+    from deepfake_detector.faces.base import FaceBox
+    from deepfake_detector.preprocess import Preprocessing
+    from deepfake_detector.training import _real_landmarks
+
+    everything = scan_folder(synthetic_train)
+    samples = [s for s in everything if s.target == 0][:3] + [s for s in everything if s.target == 1][:3]
+    points = ((30.0, 40.0), (60.0, 40.0), (45.0, 60.0), (34.0, 80.0), (56.0, 80.0))
+    monkeypatch.setattr(
+        "deepfake_detector.faces.create_face_detector",
+        lambda name: FixedFaces([FaceBox(10, 10, 80, 100, 0.99, points)]),
+    )
+    dataset = ImageDataset(samples, Preprocessing(128), seed=3, self_blend_p=0.999)
+    found = _real_landmarks(dataset, progress=False)
+    reals = {i for i, s in enumerate(samples) if s.target == 0}
+    assert reals and set(found) == reals
+    parts = ImageDataset(
+        samples,
+        Preprocessing(128),
+        seed=3,
+        self_blend_p=0.999,
+        landmarks=found,
+        blend_config=SelfBlendConfig(part_p=1.0),
+    )
+    whole = ImageDataset(samples, Preprocessing(128), seed=3, self_blend_p=0.999)
+    for i in reals:
+        assert parts[i][1] == 1
+        assert not np.array_equal(parts[i][0].numpy(), whole[i][0].numpy())
 
 
 def test_recipes_set_options_and_the_command_line_wins(tmp_path: Path, synthetic_train: Path) -> None:

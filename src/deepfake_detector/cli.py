@@ -190,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="turn each real training image, with probability P, into a self-blended fake "
         "(Shiohara and Yamasaki 2022): teaches blending traces instead of one method (default 0)",
     )
+    p.add_argument(
+        "--self-blend-parts",
+        type=float,
+        metavar="Q",
+        help="make a share Q of the self-blended fakes by blending face parts (eyes, nose, mouth) instead of "
+        "the whole face, placed by MTCNN landmarks found once before training: local edits (default 0)",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument(
         "--ddp",

@@ -28,6 +28,7 @@ from .bundle import BundleConfig, check_output_dir, p_fake_from_logits, save_bun
 from .checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from .data.augment import parse_augment
 from .data.dataset import Sample, class_counts, load_dataset, stratified_split
+from .data.self_blend import SelfBlendConfig
 from .data.torch_dataset import ImageDataset
 from .devices import pick_device
 from .errors import DatasetError, DeepfakeDetectorError, InvalidArgumentError, TrainingError
@@ -73,6 +74,7 @@ class TrainConfig:
     device: str = "auto"
     crop_margin: float | None = None
     self_blend: float = 0.0
+    self_blend_parts: float = 0.0
 
     @classmethod
     def create(cls, **values: Any) -> TrainConfig:
@@ -141,6 +143,8 @@ class TrainConfig:
             raise InvalidArgumentError(f"schedule must be one of {_SCHEDULES}; got {cfg.schedule!r}.")
         if not 0.0 <= cfg.self_blend < 1.0:
             raise InvalidArgumentError(f"self_blend must lie in [0, 1); got {cfg.self_blend!r}.")
+        if not 0.0 <= cfg.self_blend_parts <= 1.0:
+            raise InvalidArgumentError(f"self_blend_parts must lie in [0, 1]; got {cfg.self_blend_parts!r}.")
         if cfg.patience < 0:
             raise InvalidArgumentError(f"patience must be 0 (off) or more; got {cfg.patience}.")
         parse_augment(cfg.augment)
@@ -166,6 +170,27 @@ def _zero_head(model: nn.Module) -> None:
     if isinstance(head, nn.Linear):
         nn.init.zeros_(head.weight)
         nn.init.zeros_(head.bias)
+
+
+def _real_landmarks(dataset: ImageDataset, progress: bool) -> dict[int, np.ndarray]:
+    """MTCNN's five landmarks of each real training image, found once before training, for
+    the self-blend masks that follow the face and its parts; images where none is found
+    keep the plain centred mask."""
+    from .data.self_blend import crop_landmarks
+    from .faces import create_face_detector
+
+    detector = create_face_detector("mtcnn")
+    reals = [i for i, sample in enumerate(dataset.samples) if sample.target == 0]
+    found: dict[int, np.ndarray] = {}
+    for i in tqdm(reals, desc="landmarks", disable=not progress, leave=False):
+        try:
+            points = crop_landmarks(dataset.image(i), detector)
+        except DeepfakeDetectorError:
+            continue  # unreadable: the dataset skips it too
+        if points is not None:
+            found[i] = points
+    _log(f"Self-blend landmarks: found in {len(found)} of {len(reals)} real training images.", progress)
+    return found
 
 
 def _readable(samples: list[Sample], progress: bool) -> list[Sample]:
@@ -308,7 +333,16 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
-    train_ds = ImageDataset(train_s, preprocessing, augment_config, cfg.seed, self_blend_p=cfg.self_blend)
+    train_ds = ImageDataset(
+        train_s,
+        preprocessing,
+        augment_config,
+        cfg.seed,
+        self_blend_p=cfg.self_blend,
+        blend_config=SelfBlendConfig(part_p=cfg.self_blend_parts),
+    )
+    if cfg.self_blend > 0 and cfg.self_blend_parts > 0:
+        train_ds.landmarks = _real_landmarks(train_ds, progress)
     val_loader = DataLoader(ImageDataset(val_s, preprocessing), batch_size=cfg.batch_size, num_workers=cfg.workers)
 
     history: list[dict[str, Any]] = []

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from ..errors import InvalidArgumentError
-from ..faces.base import check_image
+from ..faces.base import FaceDetector, check_image
 
 MIN_SIDE = 32
 """Smallest crop side: below it the soft mask edge and the frequency change have no room."""
@@ -66,6 +66,12 @@ class SelfBlendConfig:
     smooth random warp of up to ``warp`` of its shorter semi-axis, softened by a Gaussian
     blur with sigma in ``mask_blur`` (same unit), and multiplied by one of
     ``blend_ratios`` (a repeated value is drawn more often).
+
+    Parts: with landmarks, with probability ``part_p`` the mask covers one or more face
+    parts instead of the whole face (the eyes, the nose, the mouth; each kept with
+    probability one half, at least one), an ellipse each, sized from the eye distance and
+    scaled like the face's: the local edit of a composite that pastes another eye or mouth
+    in, whose seams are shorter and lie inside the face.
     """
 
     rgb_shift: float = 20.0
@@ -85,6 +91,7 @@ class SelfBlendConfig:
     warp: float = 0.1
     mask_blur: tuple[float, float] = (0.04, 0.15)
     blend_ratios: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
+    part_p: float = 0.0
 
     def __post_init__(self) -> None:
         for name, low, high in _AMOUNTS:
@@ -114,6 +121,7 @@ _AMOUNTS = (
     ("translate", 0.0, 0.25),
     ("ellipse_shift", 0.0, 0.25),
     ("warp", 0.0, _MAX_WARP),
+    ("part_p", 0.0, 1.0),
 )
 _RANGES = (
     ("sharpen_amount", 0.0, 5.0),
@@ -173,6 +181,19 @@ def self_blend(
     # target + m * (source - target) keeps target exactly where m == 0.
     fake = target + mask[..., None] * (source - target)
     return np.clip(np.rint(fake), 0, 255).astype(np.uint8), mask
+
+
+def crop_landmarks(image: np.ndarray, detector: FaceDetector) -> np.ndarray | None:
+    """The five landmarks of the largest face ``detector`` finds in a face crop, as ``(5, 2)``
+    crop pixels, or None when it finds none with landmarks all inside the crop (what
+    ``self_blend(landmarks=...)`` accepts)."""
+    faces = [f for f in detector.detect(image) if f.landmarks is not None]
+    if not faces:
+        return None
+    points = np.asarray(max(faces, key=lambda f: f.w * f.h).landmarks, dtype=np.float64)
+    height, width = image.shape[:2]
+    inside = (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
+    return points if points.shape == (5, 2) and inside.all() else None
 
 
 def _check_crop(image: object) -> np.ndarray:
@@ -273,6 +294,32 @@ def _landmark_ellipse(
     return centre, np.stack([across, up]), semi
 
 
+# Each part's ellipse, in units of the eye distance: (semi-axis across, semi-axis up), and how
+# far its centre lies above the part's landmark. The eye ellipse spans both eyes; the nose's
+# reaches from the tip towards the bridge; the mouth's spans the corners. Neighbours may touch.
+_PARTS = {"eyes": ((0.85, 0.28), 0.0), "nose": ((0.28, 0.32), 0.2), "mouth": ((0.6, 0.25), 0.0)}
+
+
+def _part_ellipses(
+    points: np.ndarray, rng: np.random.Generator, config: SelfBlendConfig
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Centre, unit axes and semi-axes of the ellipse of each chosen face part (at least one)."""
+    left_eye, right_eye, nose, mouth_left, mouth_right = points
+    across = right_eye - left_eye
+    eye_distance = max(float(np.hypot(*across)), 2.0)
+    across = across / eye_distance if np.hypot(*across) >= 1e-6 else np.array([1.0, 0.0])
+    up = np.array([across[1], -across[0]])
+    axes = np.stack([across, up])
+    marks = {"eyes": (left_eye + right_eye) / 2, "nose": nose, "mouth": (mouth_left + mouth_right) / 2}
+    chosen = [name for name in _PARTS if rng.random() < 0.5] or [list(_PARTS)[int(rng.integers(len(_PARTS)))]]
+    ellipses = []
+    for name in chosen:
+        semi, raise_by = _PARTS[name]
+        centre = marks[name] + raise_by * eye_distance * up
+        ellipses.append((centre, axes, np.array(semi) * eye_distance * rng.uniform(*config.mask_scale, size=2)))
+    return ellipses
+
+
 def _random_ellipse(
     shape: tuple[int, int], rng: np.random.Generator, config: SelfBlendConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -287,13 +334,16 @@ def _random_ellipse(
 def _face_mask(
     shape: tuple[int, int], points: np.ndarray | None, rng: np.random.Generator, config: SelfBlendConfig
 ) -> np.ndarray:
-    """The soft blend mask: a face ellipse, bent by a smooth random warp, blurred, scaled by a ratio."""
+    """The soft blend mask: a face ellipse (or the ellipses of some face parts), bent by a smooth
+    random warp, blurred, scaled by a ratio."""
     height, width = shape
     if points is None:
-        centre, axes, semi = _random_ellipse(shape, rng, config)
+        ellipses = [_random_ellipse(shape, rng, config)]
+    elif config.part_p > 0 and rng.random() < config.part_p:
+        ellipses = _part_ellipses(points, rng, config)
     else:
-        centre, axes, semi = _landmark_ellipse(points, rng, config)
-    shorter = float(semi.min())
+        ellipses = [_landmark_ellipse(points, rng, config)]
+    shorter = min(float(semi.min()) for _, _, semi in ellipses)
     # Moving each pixel's sampling point by a smooth random field bends the outline like a face's.
     coarse = rng.uniform(-1.0, 1.0, size=(2, _WARP_GRID, _WARP_GRID)).astype(np.float32)
     shift = [
@@ -301,10 +351,13 @@ def _face_mask(
         for c in coarse
     ]
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    offset_x, offset_y = xs + shift[0] - centre[0], ys + shift[1] - centre[1]
-    u = (offset_x * axes[0, 0] + offset_y * axes[0, 1]) / semi[0]
-    v = (offset_x * axes[1, 0] + offset_y * axes[1, 1]) / semi[1]
-    mask = (u**2 + v**2 <= 1.0).astype(np.float32)
+    inside = np.zeros((height, width), bool)
+    for centre, axes, semi in ellipses:
+        offset_x, offset_y = xs + shift[0] - centre[0], ys + shift[1] - centre[1]
+        u = (offset_x * axes[0, 0] + offset_y * axes[0, 1]) / semi[0]
+        v = (offset_x * axes[1, 0] + offset_y * axes[1, 1]) / semi[1]
+        inside |= u**2 + v**2 <= 1.0
+    mask = inside.astype(np.float32)
     sigma = rng.uniform(*config.mask_blur) * shorter
     mask = cv2.GaussianBlur(mask, (0, 0), sigma)
     ratio = config.blend_ratios[int(rng.integers(len(config.blend_ratios)))]

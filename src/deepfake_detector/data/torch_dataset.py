@@ -4,11 +4,14 @@ Randomness is drawn from ``(seed, epoch, index)``, so a sample looks the same in
 resumed run as in an uninterrupted one, whatever the number of workers. With
 ``self_blend_p`` a real image becomes, with that probability, its self-blended fake
 (label fake) before augmentation, so compression and blur hit made fakes and reals alike.
+``landmarks`` (sample index to five points in the decoded image) shape the blend mask and
+allow the face-part masks of ``blend_config.part_p``.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -19,7 +22,7 @@ from ..media.image import load_image
 from ..preprocess import Preprocessing
 from .augment import AugmentConfig, augment
 from .dataset import Sample
-from .self_blend import MIN_SIDE, self_blend
+from .self_blend import MIN_SIDE, SelfBlendConfig, self_blend
 
 
 class ImageDataset(Dataset):
@@ -32,12 +35,17 @@ class ImageDataset(Dataset):
         augment_config: AugmentConfig | None = None,
         seed: int = 42,
         self_blend_p: float = 0.0,
+        *,
+        landmarks: Mapping[int, np.ndarray] | None = None,
+        blend_config: SelfBlendConfig | None = None,
     ) -> None:
         self.samples = samples
         self.preprocessing = preprocessing
         self.augment_config = augment_config if augment_config is not None and augment_config.enabled else None
         self.seed = seed
         self.self_blend_p = self_blend_p
+        self.landmarks = dict(landmarks or {})
+        self.blend_config = blend_config or SelfBlendConfig()
         self.epoch = 0
         # Decoded as prediction decodes: whole images at reduced scale, face-crop sets at full size.
         self._decode_side = preprocessing.decode_side if preprocessing.crop is None else None
@@ -48,11 +56,15 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def image(self, index: int) -> np.ndarray:
+        """Sample ``index`` decoded as training decodes it (raises for an unreadable file)."""
+        return load_image(self.samples[index].path, min_side=self._decode_side)
+
     def _image(self, index: int) -> tuple[np.ndarray, int]:
         for offset in range(len(self.samples)):
             i = (index + offset) % len(self.samples)
             try:
-                return load_image(self.samples[i].path, min_side=self._decode_side), i
+                return self.image(i), i
             except DeepfakeDetectorError as exc:
                 print(f"warning: skipping unreadable training file {exc}", file=sys.stderr)
         raise DatasetError(f"{self.samples[index].path}: no image of this data set can be decoded.")
@@ -67,7 +79,8 @@ class ImageDataset(Dataset):
             and min(image.shape[:2]) >= MIN_SIDE
             and rng.random() < self.self_blend_p
         ):
-            image, target = self_blend(image, rng)[0], 1
+            points = self.landmarks.get(used)
+            image, target = self_blend(image, rng, landmarks=points, config=self.blend_config)[0], 1
         if self.augment_config is not None:
             image = augment(image, self.augment_config, rng)
         return torch.from_numpy(self.preprocessing(image)), target, used
