@@ -224,6 +224,28 @@ def test_unexported_or_stale_bundle_is_refused(tmp_path: Path) -> None:
         Detector.load(bundle_dir, runtime="onnx")
 
 
+def test_an_export_whose_baked_normalisation_no_longer_matches_the_config_is_refused(tmp_path: Path) -> None:
+    """Editing config.json's preprocessing after export would leave the graph normalising the old
+    way: onnx refuses, auto warns and scores with PyTorch, which follows the edit."""
+    bundle_dir = _random_bundle(tmp_path, "seed-cnn")
+    export_bundle(bundle_dir)
+    raw = json.loads((bundle_dir / CONFIG_FILE).read_text())
+    raw["preprocessing"]["mean"] = [0.5, 0.5, 0.5]
+    (bundle_dir / CONFIG_FILE).write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match="normalisation differ"):
+        Detector.load(bundle_dir, runtime="onnx")
+    with pytest.warns(UserWarning, match="normalisation differ"):
+        assert Detector.load(bundle_dir).runtime == "torch"
+
+
+def test_runner_refuses_a_batch_of_the_wrong_shape(bundle: Path) -> None:
+    _, runner = load_onnx(bundle / ONNX_DIR)
+    size = runner.input_shape[1]
+    for shape in ((2, 3, size, size), (2, size + 1, size, 3), (size, size, 3)):
+        with pytest.raises(InvalidArgumentError, match="shape"):
+            runner(torch.zeros(shape, dtype=torch.uint8))
+
+
 def test_missing_onnxruntime_is_a_typed_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bundle_dir = _random_bundle(tmp_path, "seed-cnn")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # makes `import onnxruntime` fail

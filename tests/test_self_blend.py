@@ -116,14 +116,23 @@ def test_part_masks_cover_some_face_parts_and_not_the_rest(face: np.ndarray) -> 
     assert len(seen) >= 3 and any(len(parts) == 1 for parts in seen) and any(len(parts) > 1 for parts in seen)
 
 
-def test_part_p_zero_keeps_every_draw_as_before(face: np.ndarray) -> None:
-    """part_p=0 draws nothing extra, so seeded results of earlier recipes do not move."""
+def test_part_p_needs_landmarks(face: np.ndarray) -> None:
+    """Without landmarks there are no parts to place: part_p changes nothing, not even the draws."""
     for seed in SEEDS:
-        assert np.array_equal(_blend(face, seed, LANDMARKS)[1], _blend(face, seed, LANDMARKS, part_p=0.0)[1])
-        assert np.array_equal(_blend(face, seed)[1], _blend(face, seed, None, part_p=1.0)[1])  # no landmarks
+        assert np.array_equal(_blend(face, seed)[1], _blend(face, seed, None, part_p=1.0)[1])
 
 
-def test_crop_landmarks_takes_the_largest_face_inside_the_crop(face: np.ndarray) -> None:
+def test_part_masks_of_a_profile_are_sized_from_the_face_not_the_eye_distance() -> None:
+    """Eyes on (almost) one point: the parts still get masks of a face's proportions."""
+    image = np.full((128, 128, 3), 128, np.uint8)
+    for eyes_apart in (0.0, 0.5):
+        points = ((60.0, 40.0), (60.0 + eyes_apart, 40.0), (58.0, 64.0), (60.0, 84.0), (60.5, 84.0))
+        for seed in SEEDS:
+            _, mask = _blend(image, seed, points, part_p=1.0, blend_ratios=(1.0,))
+            assert 0.005 < (mask > 0.5).mean() < 0.5, (eyes_apart, seed)
+
+
+def test_crop_landmarks_takes_the_largest_face_if_its_points_are_inside(face: np.ndarray) -> None:
     small = FaceBox(0, 0, 10, 10, 0.99, ((1.0, 1.0), (5.0, 1.0), (3.0, 4.0), (2.0, 7.0), (4.0, 7.0)))
     large = FaceBox(40, 60, 120, 120, 0.9, LANDMARKS)
     np.testing.assert_allclose(crop_landmarks(face, FixedFaces([small, large])), LANDMARKS)
@@ -131,6 +140,8 @@ def test_crop_landmarks_takes_the_largest_face_inside_the_crop(face: np.ndarray)
     assert crop_landmarks(face, FixedFaces([outside])) is None
     assert crop_landmarks(face, FixedFaces([FaceBox(0, 0, 50, 50, 0.9)])) is None  # no landmarks given
     assert crop_landmarks(face, FixedFaces([])) is None
+    assert crop_landmarks(face, FixedFaces([FaceBox(0, 0, 50, 50, 0.9, ((1.0, 2.0),))])) is None  # not five points
+    assert crop_landmarks(face, FixedFaces([FaceBox(0, 0, 50, 50, 0.9, ((float("nan"), 2.0), *LANDMARKS[1:]))])) is None
 
 
 def test_blend_ratio_caps_the_mask(face: np.ndarray) -> None:

@@ -198,8 +198,12 @@ def test_self_blend_trains_on_real_images_only(tmp_path: Path, synthetic_train: 
     assert config["training"]["config"]["self_blend"] == 0.5
     with pytest.raises(InvalidArgumentError, match="self_blend"):
         train(TrainConfig(data=str(only_real), out=str(tmp_path / "x"), self_blend=1.5), progress=False)
-    with pytest.raises(InvalidArgumentError, match="self_blend_parts"):
-        train(TrainConfig(data=str(only_real), out=str(tmp_path / "x"), self_blend_parts=-0.1), progress=False)
+    for parts, blend in ((-0.1, 0.5), (1.5, 0.5), (0.3, 0.0)):
+        with pytest.raises(InvalidArgumentError, match="self_blend_parts"):
+            train(
+                TrainConfig(data=str(only_real), out=str(tmp_path / "x"), self_blend=blend, self_blend_parts=parts),
+                progress=False,
+            )
 
 
 def test_part_self_blends_use_landmarks_found_before_training(
@@ -270,3 +274,33 @@ def test_recipes_set_options_and_the_command_line_wins(tmp_path: Path, synthetic
     saved = json.loads((out / CONFIG_FILE).read_text())["training"]["config"]
     assert saved["epochs"] == 1 and saved["lr"] == 0.01 and saved["self_blend"] == 0.2
     assert main(["train", "--out", str(tmp_path / "x"), "--quiet"]) == 1, "no data anywhere"
+
+
+def test_cli_trains_with_part_self_blends(
+    tmp_path: Path, synthetic_train: Path, synthetic_test: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--self-blend-parts reaches training: each real training image's landmarks are looked up
+    once, and the run records the share."""
+    from doubles import FixedFaces
+
+    from deepfake_detector.cli import main
+    from deepfake_detector.faces.base import FaceBox
+
+    looked_at: list[tuple[int, ...]] = []
+
+    class Counting(FixedFaces):
+        def detect(self, image: np.ndarray) -> list[FaceBox]:
+            looked_at.append(image.shape)
+            return super().detect(image)
+
+    points = ((20.0, 24.0), (40.0, 24.0), (30.0, 34.0), (22.0, 44.0), (38.0, 44.0))
+    monkeypatch.setattr(
+        "deepfake_detector.faces.create_face_detector", lambda name: Counting([FaceBox(5, 5, 50, 50, 0.99, points)])
+    )
+    out = tmp_path / "parts"
+    args = ["train", str(synthetic_train), "--val-dir", str(synthetic_test), "--out", str(out), "--epochs", "1"]
+    args += ["--self-blend", "0.5", "--self-blend-parts", "0.5", "--workers", "0", "--batch-size", "8", "--quiet"]
+    assert main(args) == 0
+    reals = len(list((synthetic_train / "real").rglob("*.png")))
+    assert len(looked_at) == reals > 0
+    assert json.loads((out / CONFIG_FILE).read_text())["training"]["config"]["self_blend_parts"] == 0.5

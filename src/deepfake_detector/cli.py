@@ -195,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         metavar="Q",
         help="make a share Q of the self-blended fakes by blending face parts (eyes, nose, mouth) instead of "
-        "the whole face, placed by MTCNN landmarks found once before training: local edits (default 0)",
+        "the whole face: local edits. Needs --self-blend; MTCNN landmarks are found once per real image "
+        "before training, and with them whole-face masks follow the face too; images without a face found "
+        "keep the centred mask (default 0)",
     )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument(

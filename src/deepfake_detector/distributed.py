@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -29,6 +29,8 @@ from torch.utils.data import Sampler
 from .errors import InvalidArgumentError
 
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+T = TypeVar("T")
 
 
 def backend_for(device: str | torch.device) -> str:
@@ -180,6 +182,15 @@ def agree(flag: bool) -> bool:
     tensor = torch.tensor([1.0 if flag else 0.0], device=_collective_device())
     dist.broadcast(tensor, src=0)
     return bool(tensor.item())
+
+
+def from_rank0(value: T) -> T:
+    """Rank 0's ``value`` (any picklable object) on every rank: work done once, shared."""
+    if not is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0, device=_collective_device())
+    return box[0]
 
 
 def _collective_device() -> torch.device:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import uuid
@@ -50,6 +51,7 @@ OPSET = 17  # supported by every onnxruntime since 1.14
 AGREEMENT = 1e-4  # largest |p_fake(onnx) - p_fake(torch)| an export may show
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 WEIGHTS_SHA_KEY = "deepfake_detector.weights_sha256"
+INPUT_STEP_KEY = "deepfake_detector.input_step"  # the normalisation baked into a pixel-input graph
 INSTALL = "pip install 'deepfake-detector[onnx]'"
 
 
@@ -76,6 +78,8 @@ class PixelInput(nn.Module):
 
     Computes ``(v / 255 - mean) / std`` in float32 like ``Preprocessing``'s look-up table, so
     the network sees the same numbers whichever runs the step."""
+
+    takes_pixels = True
 
     def __init__(self, network: nn.Module, preprocessing: Preprocessing) -> None:
         super().__init__()
@@ -131,6 +135,14 @@ def _check_agreement(model: nn.Module, runner: OnnxRunner, config: BundleConfig,
     return gap
 
 
+def _input_step(preprocessing: Preprocessing) -> str:
+    """What a pixel-input graph bakes in from the config, as recorded in its metadata."""
+    return json.dumps(
+        {"input_size": preprocessing.input_size, "mean": list(preprocessing.mean), "std": list(preprocessing.std)},
+        sort_keys=True,
+    )
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
@@ -162,7 +174,10 @@ def export_bundle(bundle_dir: str | Path, out_dir: str | Path | None = None, *, 
     size = config.preprocessing.input_size
     pixels = torch.zeros(2, size, size, 3, dtype=torch.uint8)
     proto = onnx.load_from_string(network_to_onnx(PixelInput(model, config.preprocessing).eval(), pixels, bundle_dir))
-    onnx.helper.set_model_props(proto, {WEIGHTS_SHA_KEY: _sha256(bundle_dir / WEIGHTS_FILE)})
+    onnx.helper.set_model_props(
+        proto,
+        {WEIGHTS_SHA_KEY: _sha256(bundle_dir / WEIGHTS_FILE), INPUT_STEP_KEY: _input_step(config.preprocessing)},
+    )
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as exc:
@@ -207,15 +222,19 @@ class OnnxRunner(nn.Module):
         graph_input = self.session.get_inputs()[0]
         self.input_name = graph_input.name
         self.takes_pixels = graph_input.type == "tensor(uint8)"
+        self.input_shape: list[int | str] = list(graph_input.shape)
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw logits, as a CPU tensor, for a uint8 ``(N, S, S, 3)`` batch of resized pixels
         (``takes_pixels``) or a float32 ``(N, 3, S, S)`` preprocessed batch (earlier exports)."""
         expected = torch.uint8 if self.takes_pixels else torch.float32
-        if x.dtype != expected:
+        if x.dtype != expected or x.ndim != 4 or list(x.shape[1:]) != self.input_shape[1:]:
             kind = "uint8 (N, S, S, 3) pixels" if self.takes_pixels else "a float32 (N, 3, S, S) batch"
-            raise InvalidArgumentError(f"This ONNX model takes {kind}; got a {x.dtype} tensor.")
+            raise InvalidArgumentError(
+                f"This ONNX model takes {kind} of shape {['N', *self.input_shape[1:]]}; "
+                f"got a {x.dtype} tensor of shape {list(x.shape)}."
+            )
         batch = np.ascontiguousarray(x.detach().cpu().numpy())
         return torch.from_numpy(self.session.run(None, {self.input_name: batch})[0])
 
@@ -252,6 +271,12 @@ def load_onnx(folder: str | Path, threads: int | None = None) -> tuple[BundleCon
     if weights.is_file() and runner.metadata.get(WEIGHTS_SHA_KEY) != _sha256(weights):
         raise BundleError(
             f"{path}: was not exported from {weights} as it is now (retrained since?); "
+            f"export again with: deepfake-detector export {folder} --format onnx"
+        )
+    if runner.takes_pixels and runner.metadata.get(INPUT_STEP_KEY) != _input_step(config.preprocessing):
+        raise BundleError(
+            f"{path}: its built-in input size and normalisation differ from the preprocessing in "
+            f"{folder / CONFIG_FILE} (edited since?); "
             f"export again with: deepfake-detector export {folder} --format onnx"
         )
     return config, runner

@@ -145,6 +145,11 @@ class TrainConfig:
             raise InvalidArgumentError(f"self_blend must lie in [0, 1); got {cfg.self_blend!r}.")
         if not 0.0 <= cfg.self_blend_parts <= 1.0:
             raise InvalidArgumentError(f"self_blend_parts must lie in [0, 1]; got {cfg.self_blend_parts!r}.")
+        if cfg.self_blend_parts > 0 and cfg.self_blend == 0:
+            raise InvalidArgumentError(
+                "self_blend_parts shapes self-blended fakes, which self_blend turns on; "
+                f"got self_blend_parts={cfg.self_blend_parts} with self_blend=0."
+            )
         if cfg.patience < 0:
             raise InvalidArgumentError(f"patience must be 0 (off) or more; got {cfg.patience}.")
         parse_augment(cfg.augment)
@@ -173,9 +178,10 @@ def _zero_head(model: nn.Module) -> None:
 
 
 def _real_landmarks(dataset: ImageDataset, progress: bool) -> dict[int, np.ndarray]:
-    """MTCNN's five landmarks of each real training image, found once before training, for
-    the self-blend masks that follow the face and its parts; images where none is found
-    keep the plain centred mask."""
+    """MTCNN's five landmarks of each real training image, found once before training. With
+    them every self-blend mask of that image follows its face (whole-face masks too, which
+    without landmarks are ellipses around the crop centre), and face-part masks become
+    possible; images where none is found keep the centred ellipse and are never part-blended."""
     from .data.self_blend import crop_landmarks
     from .faces import create_face_detector
 
@@ -295,7 +301,9 @@ def train(
     if state is not None:
         saved = state["meta"]["config"]
         diffs = [
-            f.name for f in fields(cfg) if f.name not in _FREE_ON_RESUME and saved.get(f.name) != getattr(cfg, f.name)
+            f.name
+            for f in fields(cfg)
+            if f.name not in _FREE_ON_RESUME and saved.get(f.name, f.default) != getattr(cfg, f.name)
         ]
         if diffs:
             raise InvalidArgumentError(
@@ -341,8 +349,8 @@ def train(
         self_blend_p=cfg.self_blend,
         blend_config=SelfBlendConfig(part_p=cfg.self_blend_parts),
     )
-    if cfg.self_blend > 0 and cfg.self_blend_parts > 0:
-        train_ds.landmarks = _real_landmarks(train_ds, progress)
+    if cfg.self_blend_parts > 0:  # found once, by rank 0, and shared with the other ranks
+        train_ds.landmarks = distributed.from_rank0(_real_landmarks(train_ds, progress) if main_rank else {})
     val_loader = DataLoader(ImageDataset(val_s, preprocessing), batch_size=cfg.batch_size, num_workers=cfg.workers)
 
     history: list[dict[str, Any]] = []

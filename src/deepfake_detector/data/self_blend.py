@@ -156,7 +156,7 @@ def self_blend(
     image: np.ndarray,
     rng: np.random.Generator,
     *,
-    landmarks: Sequence[tuple[float, float]] | None = None,
+    landmarks: Sequence[tuple[float, float]] | np.ndarray | None = None,
     config: SelfBlendConfig = SelfBlendConfig(),
 ) -> tuple[np.ndarray, np.ndarray]:
     """A self-blended fake of one real face crop, and the mask that made it.
@@ -184,16 +184,19 @@ def self_blend(
 
 
 def crop_landmarks(image: np.ndarray, detector: FaceDetector) -> np.ndarray | None:
-    """The five landmarks of the largest face ``detector`` finds in a face crop, as ``(5, 2)``
-    crop pixels, or None when it finds none with landmarks all inside the crop (what
+    """The five landmarks of the largest face with landmarks that ``detector`` finds in a face
+    crop (the crop's own face), as ``(5, 2)`` crop pixels; None when there is none, or when
+    that face's points are not five finite points all inside the crop (what
     ``self_blend(landmarks=...)`` accepts)."""
     faces = [f for f in detector.detect(image) if f.landmarks is not None]
     if not faces:
         return None
     points = np.asarray(max(faces, key=lambda f: f.w * f.h).landmarks, dtype=np.float64)
+    if points.shape != (5, 2) or not np.isfinite(points).all():
+        return None
     height, width = image.shape[:2]
     inside = (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
-    return points if points.shape == (5, 2) and inside.all() else None
+    return points if inside.all() else None
 
 
 def _check_crop(image: object) -> np.ndarray:
@@ -265,6 +268,25 @@ def _shift_geometry(image: np.ndarray, rng: np.random.Generator, config: SelfBle
     return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
+def _face_frame(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Unit vectors along the eye line and towards the top of the face, the face's size
+    (the larger of the eye distance and the eye-to-mouth height, at least 2 px) and that height.
+
+    A profile, whose eyes coincide, takes its axes from the eye-to-mouth line instead.
+    """
+    left_eye, right_eye, _, mouth_left, mouth_right = points
+    eye_mid, mouth_mid = (left_eye + right_eye) / 2, (mouth_left + mouth_right) / 2
+    across = right_eye - left_eye
+    if np.hypot(*across) < 1e-6:
+        down = mouth_mid - eye_mid
+        across = np.array([down[1], -down[0]]) if np.hypot(*down) >= 1e-6 else np.array([1.0, 0.0])
+    across = across / np.hypot(*across)
+    up = np.array([across[1], -across[0]])  # the eye line turned a quarter towards the top of the image
+    eye_distance = float(np.hypot(*(right_eye - left_eye)))
+    face_height = abs(float((eye_mid - mouth_mid) @ up))
+    return across, up, max(eye_distance, face_height, 2.0), face_height
+
+
 def _landmark_ellipse(
     points: np.ndarray, rng: np.random.Generator, config: SelfBlendConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -274,17 +296,8 @@ def _landmark_ellipse(
     height (proportions of an average frontal face), then grown if needed so every point
     stays well inside.
     """
-    left_eye, right_eye, _, mouth_left, mouth_right = points
-    eye_mid, mouth_mid = (left_eye + right_eye) / 2, (mouth_left + mouth_right) / 2
-    across = right_eye - left_eye
-    if np.hypot(*across) < 1e-6:  # a profile: the eyes coincide; take the eye-to-mouth line instead
-        down = mouth_mid - eye_mid
-        across = np.array([down[1], -down[0]]) if np.hypot(*down) >= 1e-6 else np.array([1.0, 0.0])
-    across = across / np.hypot(*across)
-    up = np.array([across[1], -across[0]])  # the eye line turned a quarter towards the top of the image
-    eye_distance = float(np.hypot(*(right_eye - left_eye)))
-    face_height = abs(float((eye_mid - mouth_mid) @ up))
-    size = max(eye_distance, face_height, 2.0)
+    across, up, size, face_height = _face_frame(points)
+    eye_mid, mouth_mid = (points[0] + points[1]) / 2, (points[3] + points[4]) / 2
     # The forehead reaches further above the eyes than the chin below the mouth: move up a little.
     centre = (eye_mid + mouth_mid) / 2 + 0.1 * face_height * up
     semi = np.array([1.0, 1.45]) * size * rng.uniform(*config.mask_scale, size=2)
@@ -305,10 +318,9 @@ def _part_ellipses(
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Centre, unit axes and semi-axes of the ellipse of each chosen face part (at least one)."""
     left_eye, right_eye, nose, mouth_left, mouth_right = points
-    across = right_eye - left_eye
-    eye_distance = max(float(np.hypot(*across)), 2.0)
-    across = across / eye_distance if np.hypot(*across) >= 1e-6 else np.array([1.0, 0.0])
-    up = np.array([across[1], -across[0]])
+    # Axes and size as the whole-face ellipse takes them: a profile, whose eyes nearly coincide,
+    # still gets parts sized from the face's height rather than from a vanishing eye distance.
+    across, up, eye_distance, _ = _face_frame(points)
     axes = np.stack([across, up])
     marks = {"eyes": (left_eye + right_eye) / 2, "nose": nose, "mouth": (mouth_left + mouth_right) / 2}
     chosen = [name for name in _PARTS if rng.random() < 0.5] or [list(_PARTS)[int(rng.integers(len(_PARTS)))]]
