@@ -114,3 +114,17 @@ def test_bad_process_counts_are_refused(synthetic_train: Path, tmp_path: Path) -
     assert not (tmp_path / "z" / "config.json").exists()
     assert main(["train", str(synthetic_train), "--out", str(tmp_path / "y"), "--ddp", "0"]) == 1
     assert not (tmp_path / "y").exists()
+
+
+def _share_from_rank0(out: str) -> None:
+    """Each rank offers its own rank number; every rank must get rank 0's."""
+    from deepfake_detector import distributed
+
+    mine = {"rank": distributed.rank(), "points": np.full((5, 2), float(distributed.rank()))}
+    shared = distributed.from_rank0(mine)
+    Path(out, f"rank{distributed.rank()}.txt").write_text(f"{shared['rank']} {shared['points'].sum()}")
+
+
+def test_from_rank0_gives_every_rank_rank_zeros_object(tmp_path: Path) -> None:
+    launch(_share_from_rank0, 2, str(tmp_path))
+    assert sorted(p.read_text() for p in tmp_path.glob("rank*.txt")) == ["0 0.0", "0 0.0"]
