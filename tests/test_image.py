@@ -557,3 +557,31 @@ def test_min_side_keeps_full_size_when_it_cannot_reduce(tmp_path: Path) -> None:
 def test_bad_min_side_is_refused(min_side: object) -> None:
     with pytest.raises(InvalidArgumentError, match="min_side"):
         load_image(_smooth_photo(64, 64), min_side=min_side)
+
+
+def _pictures_of_every_path(tmp_path: Path) -> list[object]:
+    """Sources that reach each conversion of load_image: RGB JPEG file and bytes, RGBA PNG,
+    16-bit and float pictures, a palette picture, an array and a Pillow image."""
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (301, 257, 3), dtype=np.uint8)
+    jpeg = tmp_path / "a.jpg"
+    Image.fromarray(rgb).save(jpeg, quality=90)
+    rgba = np.dstack([rgb, rng.integers(0, 256, (301, 257), dtype=np.uint8)])
+    png = tmp_path / "a.png"
+    Image.fromarray(rgba, "RGBA").save(png)
+    sixteen = Image.fromarray(rng.integers(0, 65536, (140, 190), dtype=np.uint16).astype(np.int32), "I")
+    floats = Image.fromarray(rng.random((150, 120), dtype=np.float32), "F")
+    return [jpeg, jpeg.read_bytes(), png, sixteen, floats, Image.fromarray(rgb).convert("P"), rgb, Image.fromarray(rgb)]
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "area"])
+def test_fit_gives_the_pixels_of_resizing_the_loaded_array(tmp_path: Path, interpolation: str) -> None:
+    from deepfake_detector.preprocess import Preprocessing
+
+    preprocessing = Preprocessing(224, interpolation=interpolation)
+    for source in _pictures_of_every_path(tmp_path):
+        fitted = load_image(source, fit=preprocessing.resize_picture)
+        assert fitted.shape == (224, 224, 3) and fitted.dtype == np.uint8 and fitted.flags["C_CONTIGUOUS"]
+        assert np.array_equal(fitted, preprocessing.resize(load_image(source))), type(source)
+    small = np.zeros((224, 224, 3), np.uint8)
+    assert load_image(small, fit=preprocessing.resize_picture) is not small, "still a fresh array"

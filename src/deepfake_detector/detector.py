@@ -295,6 +295,17 @@ class Detector:
             return None
         return max(preprocessing.decode_side for preprocessing, _ in self._steps)
 
+    def _loader(self, opts: Options) -> Loader:
+        """How an image source is read under ``opts``: at reduced scale where :meth:`decode_size`
+        allows, and, when nothing needs the full picture (faces off, no re-encoded copies, no
+        kept media) and every member takes one input size, shrunk to it while still a Pillow
+        picture (``load_image(fit=...)``): the same pixels, without the full-size array."""
+        sizes = {(p.input_size, p.interpolation) for p, _ in self._steps}
+        fit = None
+        if not self.uses_faces(opts.faces) and opts.reencode is None and not opts.keep_media and len(sizes) == 1:
+            fit = self._steps[0][0].resize_picture
+        return functools.partial(load_image, min_side=self.decode_size(opts.faces), fit=fit)
+
     def _options(
         self,
         threshold: float | None,
@@ -469,7 +480,7 @@ class Detector:
         if _is_video(source):
             return judge_video(self, str(source), opts, sampling or FrameSampling(), batch_size=32, progress=None)
         started = time.perf_counter()
-        image = load_image(source, min_side=self.decode_size(opts.faces))
+        image = self._loader(opts)(source)
         analysed = self._analyse(image, opts)
         p = self._apply_scores(analysed, self._p_fake(analysed.model_inputs()), opts, source_name(source))
         return self._image_prediction(_Item(source, analysed, None, 0.0, image), p, time.perf_counter() - started, opts)
@@ -553,7 +564,7 @@ class Detector:
             batch_size,
             workers or max(1, os.cpu_count() or 1),
             opts,
-            loader or functools.partial(load_image, min_side=self.decode_size(faces)),
+            loader or self._loader(opts),
             sampling or FrameSampling(),
             video_progress,
         )

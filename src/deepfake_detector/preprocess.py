@@ -60,8 +60,15 @@ class Preprocessing:
         s = self.input_size
         if image.shape[0] == s and image.shape[1] == s:
             return image
-        pil = Image.fromarray(image)
-        return np.asarray(pil.resize((s, s), _INTERPOLATIONS[self.interpolation]))
+        return np.asarray(self.resize_picture(Image.fromarray(image)))
+
+    def resize_picture(self, picture: Image.Image) -> Image.Image:
+        """``resize`` on a Pillow picture, for a loader that resizes before making the array
+        (``load_image(fit=...)``): the same Pillow call, so the same pixels."""
+        s = self.input_size
+        if picture.size == (s, s):
+            return picture
+        return picture.resize((s, s), _INTERPOLATIONS[self.interpolation])
 
     @cached_property
     def _table(self) -> np.ndarray:

@@ -12,7 +12,7 @@ import io
 import os
 import struct
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO
 
@@ -61,6 +61,7 @@ def load_image(
     background: tuple[int, int, int] = _WHITE,
     name: str | None = None,
     min_side: int | None = None,
+    fit: Callable[[Image.Image], Image.Image] | None = None,
 ) -> np.ndarray:
     """Read ``source`` as an ``HxWx3`` C-contiguous uint8 RGB array (always a fresh array).
 
@@ -73,6 +74,11 @@ def load_image(
     may be decoded at a reduced scale (1/2, 1/4 or 1/8, Pillow's draft mode, done inside the
     JPEG decoder and several times faster) as long as both sides stay at least ``min_side``.
     Other formats, and arrays or Pillow images handed in, keep their full size.
+
+    ``fit``: a resize the caller would apply next (``Preprocessing.resize_picture``), applied
+    here to the RGB Pillow picture before it becomes an array, which saves making the array
+    of the full-size picture and a copy back to Pillow; the pixels are the same as resizing
+    the returned array would give.
     """
     if not _is_int(max_pixels) or max_pixels < 1:
         raise InvalidArgumentError(f"max_pixels must be a positive integer; got {max_pixels!r}.")
@@ -81,16 +87,16 @@ def load_image(
     _check_background(background)
 
     if isinstance(source, np.ndarray):
-        return _array_to_rgb(source, name or "<array>", background, max_pixels)
+        return _fitted(_array_to_rgb(source, name or "<array>", background, max_pixels), fit)
     if isinstance(source, Image.Image):
         label = name or "<PIL image>"
-        return _pil_to_rgb(_decoded(source, label, max_pixels), label, background)
+        return _pil_to_rgb(_decoded(source, label, max_pixels), label, background, fit)
     if isinstance(source, (bytes, bytearray, memoryview)):
         label = name or "<bytes>"
         data = bytes(source)
         if not data:
             raise EmptyFileError(label, "no data (0 bytes)")
-        return _read(io.BytesIO(data), label, max_pixels, background, min_side)
+        return _read(io.BytesIO(data), label, max_pixels, background, min_side, fit)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         label = name or path
@@ -107,7 +113,7 @@ def load_image(
         with handle:
             if os.fstat(handle.fileno()).st_size == 0:
                 raise EmptyFileError(label, "file is empty (0 bytes)")
-            return _read(handle, label, max_pixels, background, min_side)
+            return _read(handle, label, max_pixels, background, min_side, fit)
     raise UnsupportedMediaError(
         name or f"<{type(source).__name__}>",
         "expected a file path, bytes, a PIL image or a numpy array",
@@ -222,12 +228,13 @@ def _read(
     max_pixels: int,
     background: tuple[int, int, int],
     min_side: int | None = None,
+    fit: Callable[[Image.Image], Image.Image] | None = None,
 ) -> np.ndarray:
     """Identify, decode and convert the image in ``stream``; the Pillow image is closed after."""
     with _pillow_errors(label):
         picture = Image.open(stream, formats=_FORMATS)
     with picture:
-        return _pil_to_rgb(_decoded(picture, label, max_pixels, min_side), label, background)
+        return _pil_to_rgb(_decoded(picture, label, max_pixels, min_side), label, background, fit)
 
 
 def _decoded(picture: Image.Image, label: str, max_pixels: int, min_side: int | None = None) -> Image.Image:
@@ -245,22 +252,35 @@ def _decoded(picture: Image.Image, label: str, max_pixels: int, min_side: int | 
     return oriented
 
 
-def _pil_to_rgb(picture: Image.Image, label: str, background: tuple[int, int, int]) -> np.ndarray:
-    """Convert a decoded image of any pixel mode to an ``HxWx3`` uint8 RGB array."""
+def _pil_to_rgb(
+    picture: Image.Image,
+    label: str,
+    background: tuple[int, int, int],
+    fit: Callable[[Image.Image], Image.Image] | None = None,
+) -> np.ndarray:
+    """Convert a decoded image of any pixel mode to an ``HxWx3`` uint8 RGB array (``fit``
+    applied to it: on the RGB picture itself where the mode allows, else to the array)."""
     mode = picture.mode
     if mode in _ALPHA_MODES or (mode in _KEYED_TRANSPARENCY_MODES and "transparency" in picture.info):
-        return _composite(picture.convert("RGBA"), background)
+        return _fitted(_composite(picture.convert("RGBA"), background), fit)
     if mode in _SIXTEEN_BIT_MODES:
         # "I" may hold anything a 32-bit integer can; values outside 0..65535 are clipped.
         values = np.clip(np.asarray(picture), 0, 65535).astype(np.uint32)
-        return _gray_to_rgb(((values + 128) // 257).astype(np.uint8))
+        return _fitted(_gray_to_rgb(((values + 128) // 257).astype(np.uint8)), fit)
     if mode == "F":
-        return _gray_to_rgb(_float_to_uint8(np.asarray(picture)))
+        return _fitted(_gray_to_rgb(_float_to_uint8(np.asarray(picture))), fit)
     try:
         rgb = picture.convert("RGB")
     except ValueError as exc:
         raise UnsupportedMediaError(label, f"pixel mode {mode!r} cannot be converted to RGB") from exc
-    return np.array(rgb, dtype=np.uint8, order="C")
+    return np.array(rgb if fit is None else fit(rgb), dtype=np.uint8, order="C")
+
+
+def _fitted(rgb: np.ndarray, fit: Callable[[Image.Image], Image.Image] | None) -> np.ndarray:
+    """``fit`` applied to an RGB array through Pillow (the array itself without one)."""
+    if fit is None:
+        return rgb
+    return np.array(fit(Image.fromarray(rgb)), dtype=np.uint8, order="C")
 
 
 def _composite(rgba: Image.Image, background: tuple[int, int, int]) -> np.ndarray:
