@@ -117,6 +117,10 @@ def test_exif_orientation_rotates(tmp_path: Path, orientation: int, corner) -> N
     _assert_rgb(array, (48, 24))  # width and height swapped
     assert _close(array[corner], RED, 30)
     assert _close(array[-1, -1], BLUE, 30)
+    assert np.array_equal(load_image(path.read_bytes()), array)
+    with Image.open(path) as handed_in:  # a caller's picture is oriented on a copy, never in place
+        assert np.array_equal(load_image(handed_in), array)
+        assert handed_in.size == (48, 24) and handed_in.getexif().get(0x0112) == orientation
 
 
 # --- transparency --------------------------------------------------------------------------
