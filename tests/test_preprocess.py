@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepfake_detector.errors import BundleError
 from deepfake_detector.models.registry import IMAGENET_MEAN, IMAGENET_STD
 from deepfake_detector.preprocess import Preprocessing
 
@@ -39,10 +38,3 @@ def test_a_preprocessing_is_still_a_value() -> None:
     a(np.zeros((40, 40, 3), np.uint8))
     assert a == b and hash(a) == hash(b) and len({a, b}) == 1
     assert Preprocessing.from_dict(a.to_dict()) == a
-
-
-def test_bad_settings_are_bundle_errors() -> None:
-    with pytest.raises(BundleError, match="interpolation"):
-        Preprocessing(32, interpolation="cubic-ish")
-    with pytest.raises(BundleError, match="input_size"):
-        Preprocessing(4)
