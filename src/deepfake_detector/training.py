@@ -28,7 +28,7 @@ from .bundle import BundleConfig, check_output_dir, p_fake_from_logits, save_bun
 from .checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
 from .data.augment import parse_augment
 from .data.dataset import Sample, class_counts, load_dataset, stratified_split
-from .data.self_blend import SelfBlendConfig
+from .data.self_blend import SelfBlendConfig, crop_landmarks
 from .data.torch_dataset import ImageDataset
 from .devices import pick_device
 from .errors import DatasetError, DeepfakeDetectorError, InvalidArgumentError, TrainingError
@@ -182,7 +182,6 @@ def _real_landmarks(dataset: ImageDataset, progress: bool) -> dict[int, np.ndarr
     them every self-blend mask of that image follows its face (whole-face masks too, which
     without landmarks are ellipses around the crop centre), and face-part masks become
     possible; images where none is found keep the centred ellipse and are never part-blended."""
-    from .data.self_blend import crop_landmarks
     from .faces import create_face_detector
 
     detector = create_face_detector("mtcnn")

@@ -69,9 +69,10 @@ class SelfBlendConfig:
 
     Parts: with landmarks, with probability ``part_p`` the mask covers one or more face
     parts instead of the whole face (the eyes, the nose, the mouth; each kept with
-    probability one half, at least one), an ellipse each, sized from the eye distance and
-    scaled like the face's: the local edit of a composite that pastes another eye or mouth
-    in, whose seams are shorter and lie inside the face.
+    probability one half, at least one), an ellipse each, sized from the face (its eye
+    distance, or its eye-to-mouth height when larger) and scaled like the face's: the local
+    edit of a composite that pastes another eye or mouth in, whose seams are shorter and lie
+    inside the face.
     """
 
     rgb_shift: float = 20.0
@@ -194,9 +195,7 @@ def crop_landmarks(image: np.ndarray, detector: FaceDetector) -> np.ndarray | No
     points = np.asarray(max(faces, key=lambda f: f.w * f.h).landmarks, dtype=np.float64)
     if points.shape != (5, 2) or not np.isfinite(points).all():
         return None
-    height, width = image.shape[:2]
-    inside = (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
-    return points if inside.all() else None
+    return points if _inside(points, image.shape[:2]).all() else None
 
 
 def _check_crop(image: object) -> np.ndarray:
@@ -205,6 +204,12 @@ def _check_crop(image: object) -> np.ndarray:
     if min(height, width) < MIN_SIDE:
         raise InvalidArgumentError(f"image must be at least {MIN_SIDE}x{MIN_SIDE} pixels; got {width}x{height}.")
     return image
+
+
+def _inside(points: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Which ``(x, y)`` points lie inside an image of ``shape`` (height, width first)."""
+    height, width = shape[:2]
+    return (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
 
 
 def _check_landmarks(landmarks: object, shape: tuple[int, int]) -> np.ndarray:
@@ -217,11 +222,10 @@ def _check_landmarks(landmarks: object, shape: tuple[int, int]) -> np.ndarray:
             f"landmarks must be five finite (x, y) points (MTCNN's eyes, nose, mouth corners) or None; "
             f"got {landmarks!r}."
         )
-    height, width = shape
-    inside = (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
+    inside = _inside(points, shape)
     if not inside.all():
         raise InvalidArgumentError(
-            f"landmarks must lie inside the {width}x{height} image (crop coordinates); "
+            f"landmarks must lie inside the {shape[1]}x{shape[0]} image (crop coordinates); "
             f"got {points[~inside].tolist()} outside."
         )
     return points
@@ -307,9 +311,10 @@ def _landmark_ellipse(
     return centre, np.stack([across, up]), semi
 
 
-# Each part's ellipse, in units of the eye distance: (semi-axis across, semi-axis up), and how
-# far its centre lies above the part's landmark. The eye ellipse spans both eyes; the nose's
-# reaches from the tip towards the bridge; the mouth's spans the corners. Neighbours may touch.
+# Each part's ellipse, in units of the face's size (the eye distance of a frontal face; see
+# _face_frame): (semi-axis across, semi-axis up), and how far its centre lies above the
+# part's landmark. The eye ellipse spans both eyes; the nose's reaches from the tip towards
+# the bridge; the mouth's spans the corners. Neighbours may touch.
 _PARTS = {"eyes": ((0.85, 0.28), 0.0), "nose": ((0.28, 0.32), 0.2), "mouth": ((0.6, 0.25), 0.0)}
 
 
@@ -320,15 +325,15 @@ def _part_ellipses(
     left_eye, right_eye, nose, mouth_left, mouth_right = points
     # Axes and size as the whole-face ellipse takes them: a profile, whose eyes nearly coincide,
     # still gets parts sized from the face's height rather than from a vanishing eye distance.
-    across, up, eye_distance, _ = _face_frame(points)
+    across, up, size, _ = _face_frame(points)
     axes = np.stack([across, up])
     marks = {"eyes": (left_eye + right_eye) / 2, "nose": nose, "mouth": (mouth_left + mouth_right) / 2}
     chosen = [name for name in _PARTS if rng.random() < 0.5] or [list(_PARTS)[int(rng.integers(len(_PARTS)))]]
     ellipses = []
     for name in chosen:
         semi, raise_by = _PARTS[name]
-        centre = marks[name] + raise_by * eye_distance * up
-        ellipses.append((centre, axes, np.array(semi) * eye_distance * rng.uniform(*config.mask_scale, size=2)))
+        centre = marks[name] + raise_by * size * up
+        ellipses.append((centre, axes, np.array(semi) * size * rng.uniform(*config.mask_scale, size=2)))
     return ellipses
 
 
