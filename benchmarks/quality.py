@@ -13,7 +13,9 @@ Printed: one markdown table per model, a row per set and per group, with ROC AUC
 (each fake group against all reals of its set), and over the row's own pictures: accuracy at
 the bundle's threshold, the share of verdicts given as uncertain, the share of reals called
 fake at the threshold (FPR) and under the full rule (uncertain verdicts do not count as
-fake). A comparison table of every model's laundered ROC AUC per row follows.
+fake), and the same two shares over the scored faces of the real pictures (a group photo
+counts each of its faces; a picture judged whole, with no face found, counts once). A
+comparison table of every model's laundered ROC AUC per row follows.
 
     python benchmarks/quality.py --model runs/rebuild/bundle --model runs/seed-cnn \\
         [--data ../shared/data] [--folder MORE_DATA] [--json results.json]
@@ -48,7 +50,8 @@ def _laundered(path: Path) -> np.ndarray:
 
 
 def judge(detector: Detector, samples: list[Sample], launder: bool, max_frames: int) -> list[dict]:
-    """One row per sample with a verdict: target, group, p_fake, label."""
+    """One row per sample with a verdict: target, group, p_fake, label, and each scored face's
+    (p_fake, label) (the picture's own when it was judged whole)."""
     rows = []
     sampling = FrameSampling(max_frames=max_frames)
     preds = detector.predict_many(
@@ -56,7 +59,9 @@ def judge(detector: Detector, samples: list[Sample], launder: bool, max_frames: 
     )
     for sample, pred in zip(samples, preds):
         if pred.ok and pred.p_fake is not None:
-            rows.append({"target": sample.target, "group": sample.group, "p_fake": pred.p_fake, "label": pred.label})
+            faces = [(f.p_fake, f.label) for f in pred.faces if f.p_fake is not None] or [(pred.p_fake, pred.label)]
+            verdict = {"p_fake": pred.p_fake, "label": pred.label, "faces": faces}
+            rows.append({"target": sample.target, "group": sample.group, **verdict})
         else:
             print(f"  not judged: {pred.error or pred.note}", file=sys.stderr)
     return rows
@@ -74,6 +79,9 @@ def _scores(rows: list[dict], reals: list[dict], threshold: float) -> dict:
     p_all = np.array([r["p_fake"] for r in ranked], float)
     both = 0 < y_all.sum() < len(y_all)
     own_reals = y == 0
+    real_faces = [face for r in rows if r["target"] == 0 for face in r["faces"]]
+    face_p = np.array([p for p, _ in real_faces], float)
+    face_labels = np.array([label for _, label in real_faces])
     return {
         "n": len(rows),
         "roc_auc": float(roc_auc_score(y_all, p_all)) if both and y.any() else None,
@@ -82,6 +90,9 @@ def _scores(rows: list[dict], reals: list[dict], threshold: float) -> dict:
         "uncertain": float(np.mean(labels == LABEL_UNCERTAIN)) if len(y) else None,
         "fpr": float(np.mean(p[own_reals] >= threshold)) if own_reals.any() else None,
         "reals_called_fake": float(np.mean(labels[own_reals] == LABEL_FAKE)) if own_reals.any() else None,
+        "real_faces": len(real_faces),
+        "face_fpr": float(np.mean(face_p >= threshold)) if real_faces else None,
+        "real_faces_called_fake": float(np.mean(face_labels == LABEL_FAKE)) if real_faces else None,
     }
 
 
@@ -106,14 +117,16 @@ def _fmt(v: float | int | None, pct: bool = False) -> str:
 def print_table(name: str, results: list[dict]) -> None:
     print(f"\n### {name}\n")
     print(
-        "| set | group | variant | n | ROC AUC | AP | accuracy | uncertain | reals called fake (threshold) | (rule) |"
+        "| set | group | variant | n | ROC AUC | AP | accuracy | uncertain | reals called fake (threshold) | (rule) "
+        "| real faces | real faces called fake (threshold) | (rule) |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(
             f"| {r['set']} | {r['group']} | {r['variant']} | {r['n']} | {_fmt(r['roc_auc'])} | {_fmt(r['ap'])} | "
             f"{_fmt(r['accuracy'])} | {_fmt(r['uncertain'], True)} | {_fmt(r['fpr'], True)} | "
-            f"{_fmt(r['reals_called_fake'], True)} |"
+            f"{_fmt(r['reals_called_fake'], True)} | {r['real_faces'] or '-'} | {_fmt(r['face_fpr'], True)} | "
+            f"{_fmt(r['real_faces_called_fake'], True)} |"
         )
 
 
