@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -258,6 +259,8 @@ def test_predict_thresholds_at_the_edges(capsys: pytest.CaptureFixture[str], tra
         (["predict", "x.png", "--model", "m", "--threshold", "1.5"], "[0, 1]"),
         (["predict", "x.png", "--model", "m", "--threshold", "-0.1"], "[0, 1]"),
         (["predict", "x.png", "--model", "m", "--format", "xml"], "invalid choice"),
+        (["predict", "x.mp4", "--model", "m", "--fps", "0"], "--fps"),
+        (["predict", "x.mp4", "--model", "m", "--fps", "nan"], "--fps"),
         (["evaluate", "data", "--model", "m"], "--out"),
         (["no-such-command"], "invalid choice"),
     ],
@@ -437,3 +440,95 @@ def test_module_entry_point_in_a_subprocess(tmp_path: Path) -> None:
     if script.is_file():
         installed = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
         assert installed.returncode == 0 and installed.stdout.strip() == version.stdout.strip()
+
+
+# --------------------------------------------------------------------------- awkward names and outputs
+
+
+def test_a_file_name_that_is_not_utf8_is_written_not_a_crash(
+    capsys: pytest.CaptureFixture[str], trained_bundle: Path, media: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "latin"
+    folder.mkdir()
+    odd = folder / os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes, as an old camera or zip names a file
+    shutil.copy(media / "top_real.png", odd)
+    out_csv = tmp_path / "out.csv"
+    code, _, err = cli(capsys, "predict", folder, "--model", trained_bundle, "--format", "csv", "--output", out_csv)
+    assert code == 0, err
+    assert os.fsencode(odd) in out_csv.read_bytes()  # the path as it is on disk, byte for byte
+    out_table = tmp_path / "out.txt"
+    code, _, _ = cli(capsys, "predict", folder, "--model", trained_bundle, "--output", out_table)
+    assert code == 0 and "caf\\udce9.png" in out_table.read_text()
+    strict = subprocess.run(
+        [sys.executable, "-m", "deepfake_detector", "predict", str(folder), "--model", str(trained_bundle)],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"},
+    )
+    assert strict.returncode == 0 and b"Traceback" not in strict.stderr
+    assert b"caf\\udce9.png" in strict.stdout
+
+
+def test_names_with_control_characters_keep_one_table_row(
+    capsys: pytest.CaptureFixture[str], trained_bundle: Path, media: Path, tmp_path: Path
+) -> None:
+    odd = tmp_path / "two\nlines\r.png"
+    shutil.copy(media / "top_real.png", odd)
+    code, out, _ = cli(capsys, "predict", odd, "--model", trained_bundle, "--quiet")
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 2 and "two\\nlines\\r.png" in lines[1]
+
+
+def test_a_long_file_name_still_gets_its_annotated_picture(
+    capsys: pytest.CaptureFixture[str], trained_bundle: Path, media: Path, tmp_path: Path
+) -> None:
+    long_name = tmp_path / ("b" * 250 + ".png")  # legal on disk; a suffix added to it would not be
+    shutil.copy(media / "top_real.png", long_name)
+    code, _, err = cli(capsys, "predict", long_name, "--model", trained_bundle, "--annotate", tmp_path / "ann")
+    assert code == 0, err
+    written = list((tmp_path / "ann").iterdir())
+    assert written and all(len(p.name) < 255 and p.name.startswith("b" * 100 + "-") for p in written)
+
+
+def test_a_picture_that_cannot_be_saved_fails_that_file_only(
+    capsys: pytest.CaptureFixture[str],
+    trained_bundle: Path,
+    media: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from deepfake_detector import cli as cli_module
+
+    monkeypatch.setattr(cli_module, "_unique_stem", lambda path: "x" * 300)  # a name no file system takes
+    code, out, err = cli(
+        capsys, "predict", media, "--model", trained_bundle, "--annotate", tmp_path / "ann", "--format", "jsonl"
+    )
+    assert code == 2
+    assert len(jsonl(out)) == 6 and all(r["error"] is None for r in jsonl(out))  # every file still judged
+    failed = [line for line in err.splitlines() if line.startswith("failed:")]
+    assert len(failed) == 6 and all("annotated picture not saved" in line for line in failed)
+    assert "6 with crops or pictures not saved" in err
+
+
+def test_an_empty_input_path_is_refused_not_taken_as_the_current_folder(
+    capsys: pytest.CaptureFixture[str], trained_bundle: Path
+) -> None:
+    code, out, err = cli(capsys, "predict", "", "--model", trained_bundle)
+    assert code == 1 and out == ""
+    assert "empty" in err
+
+
+def test_a_bad_option_ends_the_run_before_any_output(
+    capsys: pytest.CaptureFixture[str], trained_bundle: Path, media: Path
+) -> None:
+    code, out, err = cli(capsys, "predict", media, "--model", trained_bundle, "--uncertain-band", "0.6")
+    assert code == 1 and out == ""
+    assert "band" in err
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_a_full_disk_names_the_output(capsys: pytest.CaptureFixture[str], trained_bundle: Path, media: Path) -> None:
+    code, _, err = cli(capsys, "predict", media, "--model", trained_bundle, "--output", "/dev/full")
+    assert code == 1
+    assert "/dev/full: cannot write the results" in err

@@ -240,3 +240,26 @@ def test_confidence_is_measured_from_the_threshold(threshold: float) -> None:
         np.testing.assert_allclose(conf, np.maximum(ps, 1 - ps))
     if threshold == 0.839:  # a real verdict at p_fake 0.7 was shown as 30 % confident before
         assert confidence_for(0.7, threshold) == pytest.approx(0.5 + 0.5 * 0.139 / 0.839)
+
+
+def test_copies_of_a_large_picture_are_made_at_the_capped_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deepfake_detector import detector as detector_module
+    from deepfake_detector.threshold import Reencode
+
+    monkeypatch.setattr(detector_module, "REENCODE_MAX_SIDE", 100)
+    picture = _scene(3)  # 160 x 160
+    copies = detector_module.reencoded_copies(picture, Reencode(jpeg_qualities=QUALITIES, scales=SCALES))
+    shrunk = np.asarray(Image.fromarray(picture).resize((100, 100), Image.Resampling.BILINEAR, reducing_gap=3.0))
+    assert len(copies) == len(NAMES)
+    for made, expected in zip(copies, _copies(shrunk)):
+        assert made.shape == (100, 100, 3)
+        np.testing.assert_array_equal(made, expected)
+    small = _scene(4)[:90, :80]
+    for made, expected in zip(detector_module.reencoded_copies(small, Reencode(QUALITIES, SCALES)), _copies(small)):
+        np.testing.assert_array_equal(made, expected)
+
+
+def test_a_picture_longer_than_jpeg_allows_still_gets_its_verdict(trained_bundle: Path) -> None:
+    strip = np.full((3, 70_000, 3), 128, np.uint8)  # JPEG cannot hold a side over 65,500 px
+    pred = Detector.load(trained_bundle).predict(strip, faces="off", reencode_check=True)
+    assert pred.ok and pred.p_fake is not None and pred.label in ("real", "fake", "uncertain")

@@ -7,19 +7,21 @@ Progress and messages go to stderr, results to stdout (or ``--output``). Exit st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, Any, Iterator, Sequence
 
 from . import __version__
 from .errors import DeepfakeDetectorError, InvalidArgumentError
 from .results import Prediction
 
 EXIT_OK, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2
+MAX_STEM = 100  # characters of an input's name kept in the names of files written about it
 
 EXAMPLES = """\
 examples:
@@ -51,6 +53,13 @@ def _probability(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must lie in [0, 1]; got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number; got {text}")
     return value
 
 
@@ -98,7 +107,7 @@ def _add_face_options(p: argparse.ArgumentParser, with_mode: bool = True) -> Non
 def _add_sampling_options(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--every-n", type=_positive_int, metavar="N", help="video: every N-th frame")
-    group.add_argument("--fps", type=float, metavar="F", help="video: F frames per second of video")
+    group.add_argument("--fps", type=_positive_float, metavar="F", help="video: F frames per second of video")
     group.add_argument(
         "--max-frames", type=_positive_int, metavar="K", help="video: at most K frames spread evenly (default: 32)"
     )
@@ -121,7 +130,8 @@ def _unique_stem(path: str | None) -> str:
 
     if path is None:
         return "input"
-    return f"{Path(path).stem}-{hashlib.sha1(path.encode()).hexdigest()[:6]}"
+    digest = hashlib.sha1(path.encode(errors="surrogateescape")).hexdigest()[:6]
+    return f"{Path(path).stem[:MAX_STEM]}-{digest}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -424,36 +434,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _printable(text: str) -> str:
+    """``text`` with control characters (a newline in a file name) and undecodable bytes escaped,
+    so that a table keeps one line per input."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class _Writer:
     """Streams Predictions as an aligned table, JSON lines (full results) or CSV (flat rows)."""
 
-    def __init__(self, fmt: str, stream: IO[str], path_width: int) -> None:
+    def __init__(self, fmt: str, stream: IO[str], path_width: int, destination: str | None = None) -> None:
         self.fmt, self.stream = fmt, stream
+        self.destination = destination or "standard output"
         self.path_width = max(4, min(path_width, 80))
-        if fmt == "csv":
-            self.csv = csv.DictWriter(stream, fieldnames=Prediction.summary_fields())
-            self.csv.writeheader()
-        elif fmt == "table":
-            w = self.path_width
-            stream.write(
-                f"{'path':<{w}}  {'label':<9}  {'p_fake':>7}  {'confidence':>10}  {'faces':>5}  {'seconds':>8}  note\n"
-            )
+        with self.naming_failures():
+            if fmt == "csv":
+                self.csv = csv.DictWriter(stream, fieldnames=Prediction.summary_fields())
+                self.csv.writeheader()
+            elif fmt == "table":
+                w = self.path_width
+                columns = f"{'label':<9}  {'p_fake':>7}  {'confidence':>10}  {'faces':>5}  {'seconds':>8}  note"
+                stream.write(f"{'path':<{w}}  {columns}\n")
+
+    @contextlib.contextmanager
+    def naming_failures(self) -> Iterator[None]:
+        """A failed write (a full disk, a closed pipe) as an error that names where the results go."""
+        try:
+            yield
+        except OSError as exc:
+            raise InvalidArgumentError(
+                f"{self.destination}: cannot write the results ({exc.strerror or exc})."
+            ) from exc
 
     def write(self, pred: Prediction) -> None:
+        with self.naming_failures():
+            self._write(pred)
+
+    def _write(self, pred: Prediction) -> None:
         if self.fmt == "jsonl":
             self.stream.write(pred.to_json() + "\n")
         elif self.fmt == "csv":
             self.csv.writerow(pred.summary())
         else:
             w = self.path_width
-            path = pred.path or ""
+            path = _printable(pred.path or "")
             if len(path) > w:
                 path = "..." + path[-(w - 3) :]
             label = pred.label or "-"
             p = "-" if pred.p_fake is None else f"{pred.p_fake:.4f}"
             conf = "-" if pred.confidence is None else f"{pred.confidence:.4f}"
             n_faces = pred.summary()["n_faces"]
-            note = pred.error or pred.note or ""
+            note = _printable(pred.error or pred.note or "")
             if pred.kind == "video" and pred.video is not None:
                 note = f"video, {pred.video.frames_sampled} frames" + (f"; {note}" if note else "")
             self.stream.write(
@@ -476,11 +507,17 @@ class _Outputs:
                 except OSError as exc:
                     raise InvalidArgumentError(f"{folder}: cannot create the folder ({exc.strerror}).") from exc
 
+        self.unsaved: list[str] = []
+
     def save_crop(self, path: str | None, name: str, crop: Any) -> None:
         from PIL import Image
 
         assert self.crops is not None
-        Image.fromarray(crop).save(self.crops / f"{_unique_stem(path)}_{name}.png")
+        target = self.crops / f"{_unique_stem(path)}_{name}.png"
+        try:
+            Image.fromarray(crop).save(target)
+        except OSError as exc:  # a full disk or a name the file system refuses: this file only
+            self.unsaved.append(f"{path}: face crop not saved to {target} ({exc.strerror or exc})")
 
     def save_annotated(self, pred: Prediction) -> None:
         from .annotate import annotated_pictures
@@ -489,10 +526,18 @@ class _Outputs:
         if self.annotate is None or pred.artifacts is None:
             return
         stem = _unique_stem(pred.path)
-        for name, picture in annotated_pictures(pred):
-            picture.save(self.annotate / f"{stem}_{name}.jpg", quality=90)
-        if pred.video is not None and pred.threshold is not None:
-            plot_video_timeline(pred.video, self.annotate / f"{stem}_timeline.png", pred.threshold)
+        try:
+            for name, picture in annotated_pictures(pred):
+                picture.save(self.annotate / f"{stem}_{name}.jpg", quality=90)
+            if pred.video is not None and pred.threshold is not None:
+                plot_video_timeline(pred.video, self.annotate / f"{stem}_timeline.png", pred.threshold)
+        except OSError as exc:
+            self.unsaved.append(f"{pred.path}: annotated picture not saved in {self.annotate} ({exc.strerror or exc})")
+
+    def take_unsaved(self) -> list[str]:
+        """What could not be saved since the last call, one message per file: reported, not fatal."""
+        messages, self.unsaved = self.unsaved, []
+        return messages
 
     def save_explained(self, pred: Prediction, explainer: Any) -> str | None:
         """One Grad-CAM overlay PNG per scored face (or whole image) of each picture kept.
@@ -616,7 +661,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
         explainer = Explainer.for_detector(detector)
     try:
-        out: IO[str] = open(args.output, "w", newline="") if args.output else sys.stdout
+        out: IO[str] = (
+            open(args.output, "w", newline="", encoding="utf-8", errors="surrogateescape")
+            if args.output
+            else sys.stdout
+        )
     except OSError as exc:
         raise InvalidArgumentError(f"{args.output}: cannot write the results there ({exc.strerror}).") from exc
     video_bars: dict[str, Any] = {}
@@ -631,10 +680,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     labels: Counter = Counter()
-    n_ok = n_failed = n_unexplained = 0
+    n_ok = n_failed = n_unexplained = n_unsaved = 0
     try:
-        writer = _Writer(args.format, out, max(len(p) for p in paths))
-        results = detector.predict_many(
+        results = detector.predict_many(  # checks the options before the table's header is written
             paths,
             batch_size=args.batch_size,
             workers=args.workers,
@@ -643,6 +691,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             on_crop=outputs.save_crop if outputs.crops is not None else None,
             video_progress=video_progress,
         )
+        writer = _Writer(args.format, out, max(len(p) for p in paths), args.output)
         show_bar = not args.quiet and len(paths) > 1
         for pred in tqdm(results, total=len(paths), disable=not show_bar, file=sys.stderr, unit="file", leave=False):
             bar = video_bars.pop(pred.path or "", None)
@@ -651,28 +700,36 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             writer.write(pred)
             outputs.save_annotated(pred)
             unexplained = outputs.save_explained(pred, explainer)
-            if unexplained is not None:
-                n_unexplained += 1
-                tqdm.write(f"failed: {unexplained}", file=sys.stderr)
+            unsaved = outputs.take_unsaved()
+            n_unexplained += unexplained is not None
+            n_unsaved += bool(unsaved)
+            for problem in unsaved + ([unexplained] if unexplained is not None else []):
+                tqdm.write(f"failed: {problem}", file=sys.stderr)
             if pred.ok:
                 n_ok += 1
                 labels[pred.label] += 1
             else:
                 n_failed += 1
                 tqdm.write(f"failed: {pred.error}", file=sys.stderr)  # not glued to the progress bar
-    finally:
+    except BaseException:
         if args.output:
+            with contextlib.suppress(OSError):  # the first failure is the one worth reporting
+                out.close()
+        raise
+    if args.output:
+        with writer.naming_failures():
             out.close()
     if not args.quiet:
         elapsed = time.perf_counter() - started
         summary = _verdict_counts(n_ok, labels, n_failed)
         summary += f", {n_unexplained} without heat maps" if n_unexplained else ""
-        summary += ": see above" if n_failed or n_unexplained else ""
+        summary += f", {n_unsaved} with crops or pictures not saved" if n_unsaved else ""
+        summary += ": see above" if n_failed or n_unexplained or n_unsaved else ""
         summary += f"; {elapsed:.2f} s in all"
         if args.output:
             summary += f"; results saved to {args.output}"
         print(summary, file=sys.stderr)
-    return EXIT_PARTIAL if n_failed or n_unexplained else EXIT_OK
+    return EXIT_PARTIAL if n_failed or n_unexplained or n_unsaved else EXIT_OK
 
 
 def _cmd_crop_faces(args: argparse.Namespace) -> int:
@@ -923,6 +980,9 @@ _COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (the console script exits with it)."""
+    if getattr(sys.stdout, "errors", None) == "strict" and hasattr(sys.stdout, "reconfigure"):
+        # A file name the terminal's encoding cannot show (bytes that are not UTF-8) is written escaped.
+        sys.stdout.reconfigure(errors="backslashreplace")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -70,6 +70,10 @@ ModelInput = Union[np.ndarray, tuple[np.ndarray, ...]]
 FACE_MODES = ("auto", "off", "only")
 RUNTIMES = ("auto", "torch", "onnx")
 MAX_MODEL_BATCH = 64  # inputs per forward pass, however many faces one picture holds
+# Re-encoded copies of a larger picture are made from it shrunk to this longer side: the model
+# sees it at its input size anyway, and re-encoding tens of megapixels four times would take
+# seconds and gigabytes (and JPEG cannot hold a side over 65,500 px).
+REENCODE_MAX_SIDE = 2048
 
 
 def source_name(source: Any) -> str | None:
@@ -692,9 +696,15 @@ def _trained_on(config: BundleConfig) -> str:
 def reencoded_copies(pixels: np.ndarray, reencode: Reencode) -> list[np.ndarray]:
     """The copies of ``HxWx3`` uint8 ``pixels`` a verdict must survive, in ``reencode.names``
     order: JPEG-encoded and decoded at each quality, then shrunk by each scale and enlarged
-    back to the same size (bilinear), as uploads are laundered."""
-    copies = [load_image(encode_jpeg(pixels, q), name="<re-encoded copy>") for q in reencode.jpeg_qualities]
+    back to the same size (bilinear), as uploads are laundered. A picture whose longer side
+    exceeds REENCODE_MAX_SIDE is shrunk to it first (bilinear), so its copies are that size."""
     picture = Image.fromarray(np.ascontiguousarray(pixels))
+    if max(picture.size) > REENCODE_MAX_SIDE:
+        factor = REENCODE_MAX_SIDE / max(picture.size)
+        shrunk = (max(1, round(picture.width * factor)), max(1, round(picture.height * factor)))
+        picture = picture.resize(shrunk, Image.Resampling.BILINEAR, reducing_gap=3.0)
+        pixels = np.asarray(picture)
+    copies = [load_image(encode_jpeg(pixels, q), name="<re-encoded copy>") for q in reencode.jpeg_qualities]
     width, height = picture.size
     for scale in reencode.scales:
         small = picture.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR)

@@ -29,11 +29,14 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[str]:
 
     A file named explicitly is kept whatever its suffix (so a mislabelled image is still
     tried, and a non-image is reported). A path that does not exist and matches nothing
-    is kept too, so that it is reported as failed rather than silently dropped.
+    is kept too, so that it is reported as failed rather than silently dropped. An empty
+    path is refused (InvalidArgumentError).
     """
     paths: list[str] = []
     for item in inputs:
         text = os.fspath(item)
+        if not text:  # Path("") is the current folder: an unset shell variable must not scan it
+            raise InvalidArgumentError("An input path is empty (''); name a file, a folder or a pattern.")
         path = Path(text)
         if path.is_dir():
             paths.extend(str(p) for p in images_below(path, videos=True))
