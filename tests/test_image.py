@@ -62,15 +62,15 @@ def _noise(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk with a correct CRC, so only its content can be at fault."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def _png_header_only(width: int, height: int) -> bytes:
     """A valid PNG header announcing ``width`` x ``height`` RGB, with no pixel data at all."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        crc = struct.pack(">I", zlib.crc32(kind + data))
-        return struct.pack(">I", len(data)) + kind + data + crc
-
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", b"") + _png_chunk(b"IEND", b"")
 
 
 # --- formats -------------------------------------------------------------------------------
@@ -121,6 +121,73 @@ def test_exif_orientation_rotates(tmp_path: Path, orientation: int, corner) -> N
     with Image.open(path) as handed_in:  # a caller's picture is oriented on a copy, never in place
         assert np.array_equal(load_image(handed_in), array)
         assert handed_in.size == (48, 24) and handed_in.getexif().get(0x0112) == orientation
+
+
+# EXIF blocks Pillow cannot parse: a TIFF header cut short, and bytes that are no TIFF at all.
+BROKEN_EXIF = {
+    "truncated": b"MM\x00*\x00\x00",
+    "random": np.random.default_rng(3).integers(0, 256, 40, dtype=np.uint8).tobytes(),
+}
+
+
+def _exif_block(entries: list[tuple[int, int, int, bytes]]) -> bytes:
+    """A big-endian TIFF header and one IFD of ``(tag, type, count, 4-byte value)`` entries."""
+    ifd = b"".join(struct.pack(">HHI", tag, kind, count) + value for tag, kind, count, value in entries)
+    return b"MM\x00*" + struct.pack(">IH", 8, len(entries)) + ifd + struct.pack(">I", 0)
+
+
+def _load_every_way(path: Path) -> list[np.ndarray]:
+    """``path`` loaded as a file, as bytes and as a Pillow image, failing on any warning while loading.
+
+    The Pillow image is opened first, with its warnings ignored: opening is the caller's doing.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        handed_in = Image.open(path)
+    with handed_in, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return [load_image(path), load_image(path.read_bytes()), load_image(handed_in)]
+
+
+@pytest.mark.parametrize("block", BROKEN_EXIF.values(), ids=BROKEN_EXIF.keys())
+def test_broken_exif_in_a_png_means_no_orientation(tmp_path: Path, block: bytes) -> None:
+    stored = io.BytesIO()
+    Image.new("RGB", (64, 48), RED).save(stored, "PNG")
+    png = stored.getvalue()
+    at = png.index(b"IDAT") - 4
+    path = tmp_path / "bad_exif.png"
+    path.write_bytes(png[:at] + _png_chunk(b"eXIf", block) + png[at:])
+    for array in _load_every_way(path):
+        _assert_rgb(array, (48, 64))
+        assert np.all(array == RED)
+
+
+def test_broken_exif_in_a_camera_jpeg_is_quiet(tmp_path: Path) -> None:
+    # Without a JFIF segment (as cameras write them) Pillow reads the EXIF already on opening.
+    stored = io.BytesIO()
+    cut_ifd = b"MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12"  # five entries announced, one begun
+    Image.new("RGB", (64, 48), RED).save(stored, "JPEG", exif=b"Exif\x00\x00" + cut_ifd, quality=95)
+    jpeg = stored.getvalue()
+    assert jpeg[2:4] == b"\xff\xe0"  # the JFIF segment, dropped below
+    path = tmp_path / "camera.jpg"
+    path.write_bytes(jpeg[:2] + jpeg[4 + int.from_bytes(jpeg[4:6], "big") :])
+    for array in _load_every_way(path):
+        _assert_rgb(array, (48, 64))
+        assert _close(array[24, 32], RED, 12)
+
+
+def test_orientation_is_applied_when_the_rest_of_the_exif_is_damaged(tmp_path: Path) -> None:
+    # A resolution stored as text: readable, but Pillow fails to write such a block back.
+    block = _exif_block([(0x0112, 3, 1, struct.pack(">HH", 6, 0)), (0x011A, 2, 4, b"abc\x00")])
+    picture = Image.new("RGB", (48, 24), BLUE)
+    picture.paste(Image.new("RGB", (8, 8), RED), (0, 0))
+    path = _save(picture, tmp_path / "odd_exif.jpg", exif=b"Exif\x00\x00" + block, quality=95)
+    for array in _load_every_way(path):
+        _assert_rgb(array, (48, 24))
+        assert _close(array[0, -1], RED, 30) and _close(array[-1, -1], BLUE, 30)
+    with Image.open(path) as handed_in:
+        load_image(handed_in)
+        assert handed_in.size == (48, 24) and handed_in.getexif().get(0x0112) == 6
 
 
 # --- transparency --------------------------------------------------------------------------

@@ -11,11 +11,12 @@ import os
 import sys
 import tracemalloc
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import numpy as np
 import pytest
-from media_factory import MARKER, has_encoder, read_index, write_audio_only, write_video
+from media_factory import MARKER, default_encoder, frame_image, has_encoder, read_index, write_audio_only, write_video
 
 from deepfake_detector.errors import (
     CorruptMediaError,
@@ -30,6 +31,7 @@ from deepfake_detector.media.video import (
     VIDEO_SUFFIXES,
     FrameSampling,
     VideoInfo,
+    _rotation,
     is_video_path,
     iter_frames,
     probe_video,
@@ -281,6 +283,57 @@ def test_legacy_rotate_tag(tmp_path: Path, tag: str, rotation: int) -> None:
     with av.open(str(path)) as container:
         assert container.streams.video[0].metadata.get("ROTATE") == tag
     _check_upright(path, rotation)
+
+
+def _write_with_matrix(path: Path, matrix: list[int]) -> Path:
+    """30 frames like :func:`write_video`'s, with ``matrix`` as the MP4 display matrix."""
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(default_encoder(".mp4"), rate=10)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        if not hasattr(stream, "set_display_matrix"):
+            pytest.skip("this PyAV cannot write a display matrix")
+        stream.set_display_matrix(matrix)
+        for index in range(30):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame_image(index, 96, 64, rng), format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize(
+    "matrix", [[0] * 9, [1 << 16, 0, 0, 0, 0, 0, 0, 0, 1 << 30]], ids=["all-zero", "flattened-axis"]
+)
+def test_display_matrix_without_an_angle_turns_nothing(tmp_path: Path, matrix: list[int]) -> None:
+    path = _write_with_matrix(tmp_path / "no_angle.mp4", matrix)
+    with av.open(str(path)) as container:
+        raw = next(container.decode(video=0)).rotation
+    if math.isfinite(raw) and abs(raw) <= 360:
+        pytest.skip(f"this FFmpeg reads an angle ({raw}) from the matrix")
+    _check_upright(path, 0)
+
+
+@pytest.mark.parametrize(
+    ("raw", "rotation"),
+    [
+        (math.nan, 0),
+        (math.inf, 0),
+        (-math.inf, 0),
+        (-(2**31), 0),
+        (90, 270),
+        (-90, 90),
+        (270, 90),
+        (89.6, 270),
+        (180, 180),
+        (45, 0),
+    ],
+)
+def test_matrix_angle_to_clockwise_degrees(raw: float, rotation: int) -> None:
+    # PyAV's angle counts counter-clockwise; what is no angle at all turns nothing.
+    assert _rotation(SimpleNamespace(rotation=raw), 0) == rotation
+
+
+def test_no_matrix_angle_leaves_the_rotate_tag_to_decide() -> None:
+    assert _rotation(SimpleNamespace(rotation=0), 180) == 180
 
 
 # --- streaming --------------------------------------------------------------------------

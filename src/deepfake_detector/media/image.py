@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from typing import IO
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from ..errors import (
     CorruptMediaError,
@@ -47,6 +47,17 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, struct.error)
 
 _WHITE = (255, 255, 255)
+
+# How each EXIF orientation other than 1 (upright) is undone, as in ImageOps.exif_transpose.
+_EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 def is_image_path(path: str | os.PathLike[str]) -> bool:
@@ -231,7 +242,7 @@ def _read(
     fit: Callable[[Image.Image], Image.Image] | None = None,
 ) -> np.ndarray:
     """Identify, decode and convert the image in ``stream``; the Pillow image is closed after."""
-    with _pillow_errors(label):
+    with _pillow_errors(label), _quiet_exif():  # a JPEG without JFIF density reads EXIF here for its DPI
         picture = Image.open(stream, formats=_FORMATS)
     with picture:
         return _pil_to_rgb(_decoded(picture, label, max_pixels, min_side, owned=True), label, background, fit)
@@ -241,7 +252,7 @@ def _decoded(
     picture: Image.Image, label: str, max_pixels: int, min_side: int | None = None, *, owned: bool = False
 ) -> Image.Image:
     """Check the header size, decode all pixels (first frame; a JPEG at reduced scale when
-    ``min_side`` allows it) and apply EXIF orientation.
+    ``min_side`` allows it) and apply EXIF orientation (none when the EXIF is unreadable).
 
     A picture the caller handed in is never modified: the result is a new image. One this
     module opened itself (``owned``) is oriented in place, which spares a copy of every
@@ -252,10 +263,45 @@ def _decoded(
         if min_side is not None and picture.format == "JPEG" and min(picture.size) >= 2 * min_side:
             picture.draft(picture.mode, (min_side, min_side))
         picture.load()
-        if owned:
-            ImageOps.exif_transpose(picture, in_place=True)
-            return picture
-        return ImageOps.exif_transpose(picture)
+    method = _EXIF_TRANSPOSE.get(_exif_orientation(picture))
+    if method is None:
+        return picture if owned else picture.copy()
+    with _pillow_errors(label):
+        if not owned:
+            return picture.transpose(method)
+        # Pillow re-encodes the EXIF block without its orientation tag after turning, which
+        # fails on some damaged blocks (TypeError); nothing reads this picture's EXIF again.
+        for key in ("exif", "Raw profile type exif"):
+            picture.info.pop(key, None)
+        ImageOps.exif_transpose(picture, in_place=True)
+        return picture
+
+
+def _exif_orientation(picture: Image.Image) -> int:
+    """The EXIF orientation of a decoded picture (1 to 8), 1 (as stored) when it has none.
+
+    EXIF is metadata next to the pixels: a block that cannot be parsed (cut short, random
+    bytes) or holds no valid orientation must not cost the user a picture whose pixels
+    decode, so it counts as no orientation.
+    """
+    with _quiet_exif():
+        try:
+            value = picture.getexif().get(ExifTags.Base.Orientation, 1)
+        except _DECODE_ERRORS:
+            return 1
+    return value if _is_int(value) and 1 <= value <= 8 else 1
+
+
+@contextmanager
+def _quiet_exif() -> Iterator[None]:
+    """Silence the warnings Pillow's EXIF (TIFF directory) parser issues about damaged blocks.
+
+    Damaged EXIF is read as no orientation, so "Corrupt EXIF data" on the user's stderr
+    would only alarm them; the filter covers that parser's warnings only, and only here.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin$")
+        yield
 
 
 def _pil_to_rgb(

@@ -366,7 +366,9 @@ def _rotation(frame: AVVideoFrame, tag_rotation: int) -> int:
 
     FFmpeg attaches the container's display matrix to each decoded frame; PyAV reads its
     angle as counter-clockwise, hence the sign. Flips in the matrix are ignored. Without
-    a matrix, the legacy ``rotate`` tag (already clockwise) decides.
+    a matrix, the legacy ``rotate`` tag (already clockwise) decides. A matrix with no
+    angle in it (all zeros, or an axis scaled to nothing) gives NaN, which PyAV turns into
+    INT_MIN: :func:`_quarter` counts that as no turn.
     """
     if frame.rotation:
         return _quarter(-frame.rotation)
@@ -379,13 +381,19 @@ def _tag_rotation(stream: VideoStream) -> int:
         if key.lower() == "rotate":
             try:
                 return _quarter(float(value))
-            except (ValueError, OverflowError):  # not a number, or infinite
+            except ValueError:  # not a number
                 return 0
     return 0
 
 
 def _quarter(degrees: float) -> int:
-    """``degrees`` rounded to the nearest quarter turn, in [0, 360)."""
+    """``degrees`` rounded to the nearest quarter turn, in [0, 360).
+
+    NaN, infinity or more than a full turn either way is no angle a camera wrote but a
+    broken matrix or tag, and turning the frames by it would only spoil them: 0.
+    """
+    if not math.isfinite(degrees) or abs(degrees) > 360:
+        return 0
     return round(degrees / 90) % 4 * 90
 
 
