@@ -532,3 +532,13 @@ def test_a_full_disk_names_the_output(capsys: pytest.CaptureFixture[str], traine
     code, _, err = cli(capsys, "predict", media, "--model", trained_bundle, "--output", "/dev/full")
     assert code == 1
     assert "/dev/full: cannot write the results" in err
+
+
+def test_evaluate_out_that_is_a_file_is_named(
+    capsys: pytest.CaptureFixture[str], trained_bundle: Path, eval_data: Path, tmp_path: Path
+) -> None:
+    taken = tmp_path / "report.jpg"
+    taken.write_bytes(b"a file, not a folder")
+    code, _, err = cli(capsys, "evaluate", eval_data, "--model", trained_bundle, "--out", taken, "--quiet")
+    assert code == 1
+    assert f"{taken}: is a file, not a folder" in err

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .data.dataset import Sample, load_dataset
 from .detector import Detector
-from .errors import DatasetError
+from .errors import DatasetError, InvalidArgumentError
 from .media.image import launder as launder_image
 from .media.image import load_image
 from .metrics import compute_metrics
@@ -128,7 +128,11 @@ def evaluate(
     t = detector.threshold if threshold is None else threshold
     samples = load_dataset(data)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name, or a folder that cannot be made
+        reason = "is a file, not a folder" if out.is_file() else f"cannot create the folder ({exc.strerror or exc})"
+        raise InvalidArgumentError(f"{out}: {reason}; --out / out_dir names the folder for the report.") from exc
 
     variants = [("as-is", False)] + ([("laundered", True)] if launder else [])
     sections: list[dict[str, Any]] = []
