@@ -492,6 +492,8 @@ def test_missing_path_and_directory(tmp_path: Path) -> None:
         load_image(tmp_path)
     with pytest.raises(MediaNotFoundError, match="^shown.png: "):
         load_image(str(missing), name="shown.png")
+    with pytest.raises(MediaNotFoundError, match=r"^'' \(an empty path\): no such file"):
+        load_image("")
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to count open files")

@@ -110,7 +110,7 @@ def load_image(
         return _read(io.BytesIO(data), label, max_pixels, background, min_side, fit)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
-        label = name or path
+        label = name or path or "'' (an empty path)"
         if os.path.isdir(path):
             raise MediaNotFoundError(label, "is a directory, not an image file")
         if not os.path.exists(path):
