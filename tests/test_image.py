@@ -658,3 +658,26 @@ def test_fit_gives_the_pixels_of_resizing_the_loaded_array(tmp_path: Path, inter
         assert np.array_equal(fitted, preprocessing.resize(load_image(source))), type(source)
     small = np.zeros((224, 224, 3), np.uint8)
     assert load_image(small, fit=preprocessing.resize_picture) is not small, "still a fresh array"
+
+
+def _jpeg_declaring(width: int, height: int) -> bytes:
+    """A 16x16 JPEG whose frame header is rewritten to declare ``width`` x ``height``."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (90, 120, 150)).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    frame = data.find(b"\xff\xc0")
+    data[frame + 5 : frame + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_a_jpeg_too_small_for_its_declared_size_is_damaged(tmp_path: Path) -> None:
+    forged = _jpeg_declaring(9000, 9000)
+    path = tmp_path / "forged.jpg"
+    path.write_bytes(forged)
+    for source in (path, forged):
+        with pytest.raises(CorruptMediaError, match=r"cannot hold the 9000x9000 pixels its header declares"):
+            load_image(source)
+    blank = io.BytesIO()  # the fewest bytes a real JPEG of this size takes: blank, grey, quality 1
+    Image.new("L", (2000, 2000), 0).save(blank, "JPEG", quality=1, optimize=True)
+    assert load_image(blank.getvalue()).shape == (2000, 2000, 3)
+    assert load_image(_jpeg_declaring(32, 32)).shape == (32, 32, 3)  # cut short but plausible: decoded
