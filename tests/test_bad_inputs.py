@@ -307,7 +307,7 @@ def plain_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     ("key", "value", "reason"),
     [
-        ("threshold", "x", "invalid config"),
+        ("threshold", "x", "threshold must be a number in [0, 1]"),
         ("format_version", "2", "format_version must be an integer"),
         ("format_version", 99, "newer"),
         ("labels", ["a", "b"], "labels"),

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deepfake_detector.errors import BundleError
 from deepfake_detector.models.registry import IMAGENET_MEAN, IMAGENET_STD
-from deepfake_detector.preprocess import Preprocessing
+from deepfake_detector.preprocess import MAX_INPUT_SIZE, MIN_INPUT_SIZE, Preprocessing
 
 
 def _arithmetic(pre: Preprocessing, image: np.ndarray) -> np.ndarray:
@@ -38,3 +39,37 @@ def test_a_preprocessing_is_still_a_value() -> None:
     a(np.zeros((40, 40, 3), np.uint8))
     assert a == b and hash(a) == hash(b) and len({a, b}) == 1
     assert Preprocessing.from_dict(a.to_dict()) == a
+
+
+def test_settings_made_in_code_are_normalised_to_plain_values() -> None:
+    """Training builds its Preprocessing from a registry spec, not from JSON: numpy numbers and
+    ints become the same floats a saved config reads back, so the two compare equal."""
+    pre = Preprocessing(np.int64(MIN_INPUT_SIZE), np.array(IMAGENET_MEAN, np.float32), [1, 2, 3])
+    assert pre.input_size == MIN_INPUT_SIZE and type(pre.input_size) is int
+    assert pre.std == (1.0, 2.0, 3.0) and all(type(v) is float for v in pre.mean + pre.std)
+    assert Preprocessing.from_dict(pre.to_dict()) == pre
+    assert Preprocessing(MAX_INPUT_SIZE).input_size == MAX_INPUT_SIZE
+
+
+@pytest.mark.parametrize(
+    ("field", "kwargs"),
+    [
+        ("input_size", {"input_size": MIN_INPUT_SIZE - 1}),
+        ("input_size", {"input_size": MAX_INPUT_SIZE + 1}),
+        ("input_size", {"input_size": 64.0}),
+        ("input_size", {"input_size": False}),
+        ("std", {"std": (0.0, 1.0, 1.0)}),
+        ("std", {"std": (float("nan"), 1.0, 1.0)}),
+        ("std", {"std": (1.0, 1.0)}),
+        ("mean", {"mean": (float("inf"), 0.0, 0.0)}),
+        ("mean", {"mean": 0.5}),
+        ("std", {"mean": (3e38, 0.0, 0.0), "std": (1e-3, 1.0, 1.0)}),  # each finite; their quotient is not
+        ("std", {"std": (1e-50, 1.0, 1.0)}),  # positive, but zero in float32
+        ("mean", {"mean": (1e39, 0.0, 0.0)}),  # finite, but infinite in float32
+        ("face_detector", {"face_detector": 1}),
+        ("crop", {"crop": {"margin": 0.3}}),
+    ],
+)
+def test_settings_that_would_spoil_every_score_are_refused(field: str, kwargs: dict) -> None:
+    with pytest.raises(BundleError, match=field):
+        Preprocessing(**{"input_size": 32, **kwargs})

@@ -8,6 +8,8 @@ a temporary folder beside the target is filled, then renamed into place.
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import os
 import shutil
 import uuid
@@ -18,7 +20,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .errors import BundleError, DeepfakeDetectorError
+from .errors import BundleError, DeepfakeDetectorError, UnknownModelError
 from .preprocess import Preprocessing
 from .results import LABELS
 from .threshold import Reencode, check_reencode, check_uncertain
@@ -27,6 +29,8 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 OUTPUTS = ("logit_fake", "logit_real")
+MAX_NAMES_SHOWN = 3  # tensor names a weights error lists: another network's full list runs to kilobytes
+MAX_REASON_CHARS = 300  # the most of a library's own error text a bundle error repeats
 
 
 def p_fake_from_logits(logits: torch.Tensor, output: str = "logit_fake") -> torch.Tensor:
@@ -61,18 +65,38 @@ class BundleConfig:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
+        """Check every field now, so a bad bundle fails on load, naming the field, and not
+        mid-run or, worse, with silently wrong scores."""
+        if not isinstance(self.arch, str) or not self.arch:
+            from .models import list_models
+
+            known = ", ".join(list_models())
+            raise BundleError(f"config arch must be a model name, one of {known}; got {self.arch!r}.")
+        if not isinstance(self.preprocessing, Preprocessing):
+            raise BundleError(f"config preprocessing must be a Preprocessing; got {self.preprocessing!r}.")
         if self.output not in OUTPUTS:
             raise BundleError(f"config output must be one of {OUTPUTS}; got {self.output!r}.")
-        if not 0.0 <= float(self.threshold) <= 1.0:
-            raise BundleError(f"config threshold must lie in [0, 1]; got {self.threshold!r}.")
+        threshold = self.threshold
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, numbers.Real)
+            or not math.isfinite(threshold)
+            or not 0.0 <= threshold <= 1.0
+        ):
+            raise BundleError(f"config threshold must be a number in [0, 1]; got {threshold!r}.")
+        self.threshold = float(threshold)
         try:
-            check_uncertain(self.uncertain)  # now, so a bad bundle fails on load, not mid-run
+            check_uncertain(self.uncertain)
         except DeepfakeDetectorError as exc:
             raise BundleError(f"config uncertain: {exc}") from exc
-        if sorted(self.labels) != sorted(LABELS):
+        if not isinstance(self.labels, list) or sorted(map(str, self.labels)) != sorted(LABELS):
             raise BundleError(f"config labels must be {list(LABELS)} in some order; got {self.labels!r}.")
-        if not isinstance(self.arch_kwargs, dict):
-            raise BundleError(f"config arch_kwargs must be an object; got {self.arch_kwargs!r}.")
+        for key in ("arch_kwargs", "training", "metrics"):
+            if not isinstance(getattr(self, key), dict):
+                raise BundleError(f"config {key} must be an object; got {getattr(self, key)!r}.")
+        for key in ("explain_layer", "name"):
+            if not isinstance(getattr(self, key), str):
+                raise BundleError(f"config {key} must be a string; got {getattr(self, key)!r}.")
 
     @property
     def reencode(self) -> Reencode | None:
@@ -104,7 +128,6 @@ class BundleConfig:
         try:
             known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
             known["preprocessing"] = Preprocessing.from_dict(d["preprocessing"])
-            known["threshold"] = float(known.get("threshold", 0.5))
             return cls(**known)
         except KeyError as exc:
             raise BundleError(f"{source}: missing required key {exc}.") from exc
@@ -120,6 +143,8 @@ def build_model(config: BundleConfig) -> nn.Module:
 
     try:
         model = create_model(config.arch, **config.arch_kwargs)
+    except UnknownModelError as exc:
+        raise BundleError(f"config arch: {exc}") from exc
     except TypeError as exc:
         raise BundleError(
             f"arch_kwargs {config.arch_kwargs!r} do not fit architecture {config.arch!r} ({exc})."
@@ -226,9 +251,50 @@ def load_bundle(bundle_dir: str | Path) -> tuple[BundleConfig, nn.Module]:
     try:
         state = load_file(str(weights))
     except Exception as exc:
-        raise BundleError(f"{weights}: unreadable weights ({exc}).") from exc
+        raise BundleError(f"{weights}: unreadable weights ({_shorten(str(exc))}).") from exc
+    misfit = state_mismatch(model.state_dict(), state)
+    if misfit:
+        raise BundleError(f"{weights}: weights do not fit architecture {config.arch!r} ({misfit}).")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise BundleError(f"{weights}: weights do not fit architecture {config.arch!r} ({exc}).") from exc
+        reason = _shorten(str(exc))
+        raise BundleError(f"{weights}: weights do not fit architecture {config.arch!r} ({reason}).") from exc
     return config, model.eval()
+
+
+def state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
+    """Why tensors ``found`` in a file cannot load into a network whose state is ``expected``,
+    in one short line ("" when they fit): counts and the first few names, as another
+    architecture's full list of names runs to kilobytes and buries the reason."""
+    if not found:
+        return "the file holds no tensors"
+    missing = [name for name in expected if name not in found]
+    unexpected = [name for name in found if name not in expected]
+    misshaped = [
+        f"{name}: {list(found[name].shape)} in the file, {list(tensor.shape)} in the network"
+        for name, tensor in expected.items()
+        if name in found and found[name].shape != tensor.shape
+    ]
+    parts = [
+        _listed(items, what)
+        for items, what in (
+            (missing, "missing from the file"),
+            (unexpected, "the network does not have"),
+            (misshaped, "of another shape"),
+        )
+        if items
+    ]
+    return "; ".join(parts)
+
+
+def _listed(items: list[str], what: str) -> str:
+    """``"412 tensors missing from the file (a, b, c, ...)"``: a count and the first few names."""
+    shown = ", ".join(items[:MAX_NAMES_SHOWN]) + (", ..." if len(items) > MAX_NAMES_SHOWN else "")
+    return f"{len(items)} tensor{'s' if len(items) != 1 else ''} {what} ({shown})"
+
+
+def _shorten(text: str) -> str:
+    """``text`` cut to :data:`MAX_REASON_CHARS`, so a library's long error stays one readable line."""
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 4] + " ..."

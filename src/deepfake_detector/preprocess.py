@@ -8,6 +8,8 @@ images, or the :class:`~deepfake_detector.faces.crop.CropSpec` its face crops we
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any
@@ -19,6 +21,11 @@ from .errors import BundleError, DeepfakeDetectorError
 from .faces.crop import CropSpec
 
 DRAFT_FACTOR = 2  # a JPEG taken whole is decoded at no less than this many times the input size
+# The input sizes a bundle may ask for. Below 16 pixels a network has nothing left to see (the test
+# suite's smallest networks take 16); above 4096 each image alone needs gigabytes as a float tensor,
+# which fails mid-run with a bare MemoryError, while every registered network takes 299 or less.
+MIN_INPUT_SIZE = 16
+MAX_INPUT_SIZE = 4096
 
 _INTERPOLATIONS = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -40,12 +47,31 @@ class Preprocessing:
     face_detector: str | None = None  # the detector that found the training faces, when crop is set
 
     def __post_init__(self) -> None:
-        if self.interpolation not in _INTERPOLATIONS:
+        """Refuse settings that would fail later or, worse, make every score silently wrong
+        (a zero or NaN std turns each input, and so each p_fake, into NaN)."""
+        if not isinstance(self.interpolation, str) or self.interpolation not in _INTERPOLATIONS:
             raise BundleError(
-                f"Unknown interpolation {self.interpolation!r}; expected one of {sorted(_INTERPOLATIONS)}."
+                f"preprocessing.interpolation must be one of {sorted(_INTERPOLATIONS)}; got {self.interpolation!r}."
             )
-        if self.input_size < 8:
-            raise BundleError(f"input_size must be at least 8 pixels; got {self.input_size}.")
+        size = self.input_size
+        whole = isinstance(size, numbers.Integral) and not isinstance(size, bool)
+        if not whole or not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE:
+            raise BundleError(
+                f"preprocessing.input_size must be a whole number of pixels from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}; "
+                f"got {size!r}."
+            )
+        object.__setattr__(self, "input_size", int(size))
+        object.__setattr__(self, "mean", _per_channel("mean", self.mean, positive=False))
+        object.__setattr__(self, "std", _per_channel("std", self.std, positive=True))
+        if not np.isfinite(self._table).all():
+            raise BundleError(
+                f"preprocessing.mean {list(self.mean)} and std {list(self.std)} overflow float32 "
+                "(a std too close to zero?); the network's inputs would be infinite."
+            )
+        if self.crop is not None and not isinstance(self.crop, CropSpec):
+            raise BundleError(f"preprocessing.crop must be a crop spec or null; got {self.crop!r}.")
+        if self.face_detector is not None and not isinstance(self.face_detector, str):
+            raise BundleError(f"preprocessing.face_detector must be a name or null; got {self.face_detector!r}.")
 
     @property
     def decode_side(self) -> int:
@@ -75,7 +101,8 @@ class Preprocessing:
         """``(3, 256)`` float32: each channel's normalised value of each byte, ``(v / 255 - mean) / std``
         computed in float32, so looking it up gives the arithmetic's result bit for bit."""
         scaled = np.arange(256, dtype=np.float32)[:, None] / 255.0
-        table = (scaled - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # refused by __post_init__, with a message
+            table = (scaled - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(table.T)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
@@ -96,17 +123,38 @@ class Preprocessing:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+    def from_dict(cls, d: Any) -> Preprocessing:
+        """The settings stored by :meth:`to_dict`. Values are checked, not coerced: ``int(224.7)``
+        would quietly give a network another input than its config says."""
+        if not isinstance(d, dict):
+            raise BundleError(f"preprocessing must be an object; got {d!r}.")
+        if "input_size" not in d:
+            raise BundleError("preprocessing.input_size is missing.")
         try:
-            return cls(
-                input_size=int(d["input_size"]),
-                mean=tuple(float(v) for v in d.get("mean", (0.0, 0.0, 0.0))),
-                std=tuple(float(v) for v in d.get("std", (1.0, 1.0, 1.0))),
-                interpolation=str(d.get("interpolation", "bilinear")),
-                crop=CropSpec.from_dict(d["crop"]) if d.get("crop") else None,
-                face_detector=d.get("face_detector"),
-            )
-        except BundleError:
-            raise
-        except (KeyError, TypeError, ValueError, DeepfakeDetectorError) as exc:
-            raise BundleError(f"Invalid preprocessing section in bundle config: {exc}") from exc
+            crop = CropSpec.from_dict(d["crop"]) if d.get("crop") else None
+        except DeepfakeDetectorError as exc:
+            raise BundleError(f"preprocessing.crop: {exc}") from exc
+        return cls(
+            input_size=d["input_size"],
+            mean=d.get("mean", (0.0, 0.0, 0.0)),
+            std=d.get("std", (1.0, 1.0, 1.0)),
+            interpolation=d.get("interpolation", "bilinear"),
+            crop=crop,
+            face_detector=d.get("face_detector"),
+        )
+
+
+def _per_channel(name: str, values: Any, *, positive: bool) -> tuple[float, float, float]:
+    """``values`` as three finite floats, one per RGB channel (positive ones for a std, which
+    divides: zero gives infinities, a negative one flips what the network sees)."""
+    try:
+        items = tuple(values)
+    except TypeError:
+        items = ()
+    kind = "positive" if positive else "finite"
+    if len(items) != 3 or not all(
+        not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v) and (v > 0 or not positive)
+        for v in items
+    ):
+        raise BundleError(f"preprocessing.{name} must be three {kind} numbers, one per RGB channel; got {values!r}.")
+    return (float(items[0]), float(items[1]), float(items[2]))
