@@ -124,6 +124,17 @@ def test_val_dir_is_used(tmp_path: Path, synthetic_train: Path, synthetic_test: 
         ({"optimizer": "rmsprop"}, InvalidArgumentError),
         ({"augment": "jpeg=2"}, InvalidArgumentError),
         ({"val_fraction": 1.5}, InvalidArgumentError),
+        ({"weight_decay": -1.0}, InvalidArgumentError),
+        ({"weight_decay": float("nan")}, InvalidArgumentError),
+        ({"lr": float("inf")}, InvalidArgumentError),
+        ({"seed": -1}, InvalidArgumentError),
+        ({"seed": 2**70}, InvalidArgumentError),
+        ({"crop_margin": -0.1}, InvalidArgumentError),
+        ({"epochs": "3"}, InvalidArgumentError),
+        ({"epochs": 2.5}, InvalidArgumentError),
+        ({"arch": 7}, InvalidArgumentError),
+        ({"self_blend": True}, InvalidArgumentError),
+        ({"imagenet_init": "yes"}, InvalidArgumentError),
     ],
 )
 def test_bad_settings_fail_before_training(tmp_path: Path, synthetic_train: Path, overrides: dict, error: type) -> None:
@@ -264,6 +275,10 @@ def test_recipes_set_options_and_the_command_line_wins(tmp_path: Path, synthetic
     (tmp_path / "broken.toml").write_text("[train\n")
     with pytest.raises(InvalidArgumentError, match="unreadable recipe"):
         TrainConfig.from_recipe(tmp_path / "broken.toml")
+    for line, field in (('lr = "fast"', "lr"), ("augment = 5", "augment"), ('patience = "x"', "patience")):
+        (tmp_path / "typed.toml").write_text(f'[train]\ndata = "x"\nout = "y"\n{line}\n')
+        with pytest.raises(InvalidArgumentError, match=f"typed.toml: {field} must be"):
+            TrainConfig.from_recipe(tmp_path / "typed.toml")
 
     from deepfake_detector.cli import main
 

@@ -88,6 +88,8 @@ class TrainConfig:
             raise InvalidArgumentError(
                 f"Training needs {' and '.join(missing)} (on the command line or in the recipe)."
             )
+        for name, value in values.items():
+            _check_type(name, value, _FIELD_TYPES[name])
         return cls(**values)
 
     @classmethod
@@ -114,6 +116,9 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """A copy with recipe defaults filled in and every value checked."""
+        values = asdict(self)
+        for name, value in values.items():  # a TrainConfig made in code has not passed create()
+            _check_type(name, value, _FIELD_TYPES[name])
         spec = get_spec(self.arch)
         recipe = {
             "batch_size": 32,
@@ -124,7 +129,6 @@ class TrainConfig:
             "augment": "default",
             **spec.recipe,
         }
-        values = asdict(self)
         for key, default in recipe.items():
             if values.get(key) is None:
                 values[key] = default
@@ -152,8 +156,58 @@ class TrainConfig:
             )
         if cfg.patience < 0:
             raise InvalidArgumentError(f"patience must be 0 (off) or more; got {cfg.patience}.")
+        if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
+            raise InvalidArgumentError(f"weight_decay must be 0 or a positive number; got {cfg.weight_decay!r}.")
+        if not math.isfinite(cfg.lr):
+            raise InvalidArgumentError(f"lr must be a finite number; got {cfg.lr!r}.")
+        if not 0.0 < cfg.val_fraction < 1.0:
+            raise InvalidArgumentError(f"val_fraction must lie strictly between 0 and 1; got {cfg.val_fraction!r}.")
+        if not 0 <= cfg.seed < 2**32:
+            raise InvalidArgumentError(f"seed must be a whole number from 0 to 2**32 - 1; got {cfg.seed}.")
+        if cfg.crop_margin is not None and not (math.isfinite(cfg.crop_margin) and cfg.crop_margin >= 0):
+            raise InvalidArgumentError(f"crop_margin must be 0 or a positive number; got {cfg.crop_margin!r}.")
         parse_augment(cfg.augment)
         return cfg
+
+
+# What each option must hold (a recipe is TOML, so anything can arrive): int options take whole
+# numbers, float options any real number, str options text; None means "the default" for all.
+_FIELD_TYPES: dict[str, type] = {
+    "epochs": int,
+    "batch_size": int,
+    "seed": int,
+    "patience": int,
+    "workers": int,
+    "lr": float,
+    "weight_decay": float,
+    "val_fraction": float,
+    "crop_margin": float,
+    "self_blend": float,
+    "self_blend_parts": float,
+    "pretrained": bool,
+    "imagenet_init": bool,
+    **{
+        name: str
+        for name in ("data", "out", "arch", "optimizer", "schedule", "augment", "val_dir", "init_weights", "device")
+    },
+}
+
+
+def _check_type(name: str, value: Any, kind: type) -> None:
+    """Refuse a training option of the wrong kind, naming it, before it fails deep in a run."""
+    if value is None:
+        return
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    else:
+        ok = isinstance(value, (str, os.PathLike))
+    if not ok:
+        words = {bool: "true or false", int: "a whole number", float: "a finite number", str: "text"}
+        raise InvalidArgumentError(f"{name} must be {words[kind]}; got {value!r}.")
 
 
 def _crop_of(cfg: TrainConfig) -> tuple[CropSpec | None, str | None]:
