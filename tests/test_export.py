@@ -213,6 +213,16 @@ def test_bad_inputs_are_typed_errors(bundle: Path, tmp_path: Path) -> None:
         Detector.load(ensemble, runtime="onnx")
 
 
+def test_export_never_writes_over_another_bundle(bundle: Path, tmp_path: Path) -> None:
+    other = shutil.copytree(bundle, tmp_path / "other")
+    before = (other / CONFIG_FILE).read_bytes()
+    with pytest.raises(ExportError, match=r"other: holds files other than an earlier export \(.*model\.safetensors"):
+        export_bundle(bundle, other)
+    assert (other / CONFIG_FILE).read_bytes() == before
+    again = export_bundle(bundle, tmp_path / "export")
+    assert export_bundle(bundle, again) == again  # an earlier export's folder is fine
+
+
 def test_unexported_or_stale_bundle_is_refused(tmp_path: Path) -> None:
     bundle_dir = _random_bundle(tmp_path, "seed-cnn")
     with pytest.raises(BundleError, match="deepfake-detector export"):

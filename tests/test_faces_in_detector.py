@@ -359,6 +359,24 @@ def test_crop_faces_with_a_scripted_detector(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "dst" / CROP_FILE).read_text())["face_detector"] == "scripted"
 
 
+def test_crop_faces_refuses_an_output_inside_its_input(tmp_path: Path) -> None:
+    from deepfake_detector.face_crops import crop_faces_dataset
+
+    src = tmp_path / "src"
+    (src / "real").mkdir(parents=True)
+    Image.fromarray(_scene(11)).save(src / "real" / "a.png")
+    (tmp_path / "taken").write_text("a file")
+    detector = ScriptedFaces(lambda im: [THREE[0]])
+    for dst, reason in (
+        (src, "inside the folder"),
+        (src / "real" / "crops", "inside the folder"),
+        (tmp_path / "taken", "is a file"),
+    ):
+        with pytest.raises(InvalidArgumentError, match=reason):
+            crop_faces_dataset(src, dst, CropSpec(), face_detector=detector, progress=False)
+    assert sorted(p.name for p in src.rglob("*")) == ["a.png", "real"]  # nothing written into the data
+
+
 def test_cli_faces_only_saves_crops_and_annotations(
     trained_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -63,6 +63,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port from 1 to 65535; got {text}")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -410,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, default=6, help="epochs of the --train demo")
 
     p = sub.add_parser("app", help="start the web page (Streamlit) to judge uploaded pictures and videos")
-    p.add_argument("--port", type=_positive_int, help="port to serve on (default: Streamlit's, 8501)")
+    p.add_argument("--port", type=_port, help="port to serve on (default: Streamlit's, 8501)")
     p.add_argument(
         "--models",
         metavar="DIR",
@@ -420,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="start the REST service (FastAPI): POST images and videos, get JSON verdicts")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=_positive_int, default=8000, help="default 8000")
+    p.add_argument("--port", type=_port, default=8000, help="default 8000")
     p.add_argument("--model", metavar="DIR", help="bundle or ensemble folder (default: the shipped detector)")
     p.add_argument(
         "--max-upload-mb", type=_positive_int, default=50, help="largest request body accepted, in MiB (default 50)"

@@ -170,6 +170,12 @@ def export_bundle(bundle_dir: str | Path, out_dir: str | Path | None = None, *, 
     out = Path(out_dir) if out_dir is not None else bundle_dir / ONNX_DIR
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out}: exists and is not a folder; choose another output folder.")
+    others = sorted(p.name for p in out.iterdir() if p.name not in (ONNX_FILE, CONFIG_FILE)) if out.is_dir() else []
+    if others:  # another bundle, say: its config.json would be replaced by this one's
+        raise ExportError(
+            f"{out}: holds files other than an earlier export ({', '.join(others[:3])}"
+            f"{', ...' if len(others) > 3 else ''}); export into an empty folder or an earlier export's."
+        )
 
     size = config.preprocessing.input_size
     pixels = torch.zeros(2, size, size, 3, dtype=torch.uint8)

@@ -83,6 +83,13 @@ def crop_faces_dataset(
     if image_format not in ("png", "jpg"):
         raise InvalidArgumentError(f"image_format must be 'png' or 'jpg'; got {image_format!r}.")
     src, dst = Path(src), Path(dst)
+    if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
+        raise InvalidArgumentError(
+            f"{dst}: lies inside the folder being cropped ({src}); its crops would be scanned as data "
+            "(under the class folder they land in) by the next run. Choose a folder outside it."
+        )
+    if dst.exists() and not dst.is_dir():
+        raise InvalidArgumentError(f"{dst}: is a file, not a folder for the crops.")
     detector = create_face_detector(face_detector) if isinstance(face_detector, str) else face_detector
     sampling = sampling or FrameSampling()
     samples = scan_folder(src, videos=True)
