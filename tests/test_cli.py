@@ -545,3 +545,15 @@ def test_evaluate_out_that_is_a_file_is_named(
     code, _, err = cli(capsys, "evaluate", eval_data, "--model", trained_bundle, "--out", taken, "--quiet")
     assert code == 1
     assert f"{taken}: is a file, not a folder" in err
+
+
+def test_serve_names_an_address_it_cannot_listen_on_before_loading(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = cli(capsys, "serve", "--host", "127.0.0.1", "--port", port)
+    assert code == 1
+    assert f"127.0.0.1:{port}: cannot listen there" in err and "loading the model" not in err

@@ -930,6 +930,23 @@ def _cmd_app(args: argparse.Namespace) -> int:
     return subprocess.run(command, env=env, check=False).returncode
 
 
+def _check_can_listen(host: str, port: int) -> None:
+    """Fail at once, naming the address, when the server could not listen there (a host that
+    does not resolve to this machine, a port in use), not after the model has loaded."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InvalidArgumentError(f"--host {host}: not an address to listen on ({exc}).") from exc
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise InvalidArgumentError(f"{host}:{port}: cannot listen there ({exc.strerror or exc}).") from exc
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import importlib.util
 
@@ -948,6 +965,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .detector import Detector
     from .service import create_app
 
+    _check_can_listen(args.host, args.port)
     # Loaded before listening, so a bad --model ends here with its message instead of a
     # server that never gets ready.
     print("loading the model...", file=sys.stderr)
