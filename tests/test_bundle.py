@@ -180,3 +180,24 @@ def test_the_shipped_bundle_still_loads() -> None:
     assert config.arch and 0.0 <= config.threshold <= 1.0
     assert len(config.preprocessing.mean) == 3 and all(s > 0 for s in config.preprocessing.std)
     assert not model.training
+
+
+def test_weights_holding_nan_are_refused_on_load_and_on_save(seed_bundle: Path, tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = _edited(seed_bundle, tmp_path / "nan", lambda config: None)
+    state = load_file(str(folder / WEIGHTS_FILE))
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = torch.full_like(state[name], float("nan"))
+    (folder / WEIGHTS_FILE).unlink()
+    save_file(state, str(folder / WEIGHTS_FILE))
+    refused = rf"1 tensor holding NaN or infinite values \({name}\).*score every input NaN"
+    with pytest.raises(BundleError, match=refused):
+        Detector.load(folder)
+    config, model = load_bundle(seed_bundle)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("inf"))
+    with pytest.raises(BundleError, match="not saved: 1 tensor holding NaN or infinite values"):
+        save_bundle(tmp_path / "diverged", config, model)
+    assert not (tmp_path / "diverged" / WEIGHTS_FILE).exists()

@@ -211,8 +211,12 @@ def save_bundle(out_dir: str | Path, config: BundleConfig, model: nn.Module) -> 
     """
     from safetensors.torch import save_file
 
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    broken = non_finite(state)
+    if broken:  # a diverged run or a broken import: such a bundle would score everything NaN
+        raise BundleError(f"{out_dir}: not saved: {broken}.")
+
     def fill(tmp: Path) -> None:
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         os.chmod(tmp / WEIGHTS_FILE, 0o644)  # safetensors writes 0600; a bundle is shared, like the config beside it
         (tmp / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
@@ -255,12 +259,21 @@ def load_bundle(bundle_dir: str | Path) -> tuple[BundleConfig, nn.Module]:
     misfit = state_mismatch(model.state_dict(), state)
     if misfit:
         raise BundleError(f"{weights}: weights do not fit architecture {config.arch!r} ({misfit}).")
+    broken = non_finite(state)
+    if broken:
+        raise BundleError(f"{weights}: {broken}; the network would score every input NaN.")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         reason = _shorten(str(exc))
         raise BundleError(f"{weights}: weights do not fit architecture {config.arch!r} ({reason}).") from exc
     return config, model.eval()
+
+
+def non_finite(state: dict[str, torch.Tensor]) -> str:
+    """Which floating-point tensors of ``state`` hold NaN or infinite values, in one line ("" if none)."""
+    bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    return _listed(bad, "holding NaN or infinite values") if bad else ""
 
 
 def state_mismatch(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor]) -> str:
