@@ -171,6 +171,32 @@ def test_read_manifest_missing_files_named(tmp_path: Path) -> None:
         read_manifest(tmp_path / "absent.csv")
 
 
+def test_read_manifest_collapses_repeated_rows_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file listed twice (however its path is written) is used once, so copies cannot land in
+    both parts of a split."""
+    a = _png(tmp_path / "a.png", 1)
+    _png(tmp_path / "b.png", 2)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"path,label,group\na.png,real,first\nb.png,fake,\n./a.png,real,second\n{a},0,\n")
+    samples = read_manifest(manifest)
+    assert [(s.path.name, s.target, s.group) for s in samples] == [("a.png", 0, "first"), ("b.png", 1, "fake")]
+    warning = capsys.readouterr().err
+    assert str(manifest) in warning and "2 row(s) repeat" in warning
+    train, val = stratified_split(read_manifest(manifest), 0.5, seed=0)
+    assert not {s.path.resolve() for s in train} & {s.path.resolve() for s in val}
+
+
+def test_read_manifest_refuses_a_file_labelled_both_ways(tmp_path: Path) -> None:
+    _png(tmp_path / "a.png")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\na.png,real\n./a.png,fake\n")
+    with pytest.raises(DatasetError, match="both as real and as fake") as info:
+        read_manifest(manifest)
+    assert str(manifest) in str(info.value) and "a.png" in str(info.value)
+
+
 # --------------------------------------------------------------------------- stratified_split
 
 
@@ -227,6 +253,26 @@ def test_stratified_split_gives_each_class_one_validation_sample() -> None:
 def test_stratified_split_refuses_bad_fraction(fraction: float) -> None:
     with pytest.raises(InvalidArgumentError, match="val_fraction"):
         stratified_split(_strata_samples(), fraction)
+
+
+def test_worker_errors_reach_the_user_as_their_own_line(tmp_path: Path) -> None:
+    """torch re-raises a worker's DatasetError with the worker's traceback as its message;
+    plain_errors gives back the original one line."""
+    from torch.utils.data import DataLoader
+
+    from deepfake_detector.data.torch_dataset import ImageDataset, plain_errors
+    from deepfake_detector.preprocess import Preprocessing
+
+    broken = tmp_path / "real" / "a.png"
+    broken.parent.mkdir()
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 60)
+    loader = DataLoader(ImageDataset([Sample(broken, 0, "real")], Preprocessing(32)), num_workers=1)
+    with pytest.raises(DatasetError) as raw:
+        list(loader)
+    assert "Traceback" in str(raw.value)
+    with pytest.raises(DatasetError) as plain:
+        list(plain_errors(loader))
+    assert str(plain.value) == f"{broken}: no image of this data set can be decoded."
 
 
 # --------------------------------------------------------------------------- augmentations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from safetensors.torch import load_file
 from deepfake_detector import Detector
 from deepfake_detector.bundle import CONFIG_FILE, WEIGHTS_FILE
 from deepfake_detector.data.self_blend import SelfBlendConfig
-from deepfake_detector.errors import DatasetError, InvalidArgumentError, UnknownModelError
+from deepfake_detector.errors import CheckpointError, DatasetError, InvalidArgumentError, UnknownModelError
 from deepfake_detector.training import TrainConfig, train
 
 
@@ -93,6 +94,34 @@ def test_resume_refuses_changed_settings(tmp_path: Path, synthetic_train: Path) 
         )
 
 
+def test_resume_refuses_a_checkpoint_of_another_network_in_one_line(tmp_path: Path, synthetic_train: Path) -> None:
+    from safetensors.torch import save_file
+
+    from deepfake_detector.models import create_model
+
+    def stop(epoch: int, row: dict) -> None:
+        raise _Interrupt
+
+    cfg = TrainConfig(data=str(synthetic_train), out=str(tmp_path / "r"), epochs=2, batch_size=16, workers=0)
+    with pytest.raises(_Interrupt):
+        train(cfg, progress=False, on_epoch_end=stop)
+    checkpoint = tmp_path / "r" / ".checkpoint"
+    kept = {name: (checkpoint / name).read_bytes() for name in ("model.safetensors", "state.json")}
+    other = {k: v.contiguous() for k, v in create_model("mobilenetv2_100").state_dict().items()}
+    for name in ("model.safetensors", "best.safetensors"):
+        save_file(other, str(checkpoint / name))
+        expected = re.escape(f"{checkpoint.resolve()}: the checkpoint's {name} does not fit")
+        with pytest.raises(CheckpointError, match=expected) as info:
+            train(cfg, resume=True, progress=False)
+        assert len(str(info.value)) < 600 and "missing from the file" in str(info.value)
+        (checkpoint / name).write_bytes(kept["model.safetensors"])
+    (checkpoint / "state.json").write_text('{"epoch": 1}')
+    with pytest.raises(CheckpointError, match="state.json lacks config"):
+        train(cfg, resume=True, progress=False)
+    (checkpoint / "state.json").write_bytes(kept["state.json"])
+    assert (train(cfg, resume=True, progress=False) / WEIGHTS_FILE).is_file()
+
+
 def test_early_stopping(tmp_path: Path, synthetic_train: Path) -> None:
     # A learning rate of zero never improves after epoch 1, so patience 1 stops at epoch 2.
     bundle = train(
@@ -114,6 +143,53 @@ def test_val_dir_is_used(tmp_path: Path, synthetic_train: Path, synthetic_test: 
     )
     training = json.loads((bundle / CONFIG_FILE).read_text())["training"]
     assert training["n_train"] == 96 and training["n_val"] == 48
+
+
+def test_output_inside_a_data_folder_is_refused(tmp_path: Path, synthetic_train: Path, synthetic_test: Path) -> None:
+    """A bundle inside the data would be scanned as data next time (its plot as an image)."""
+    inside = synthetic_train / "real" / "bundle"
+    expected = re.escape(f"out {inside.resolve()} lies inside the data folder {synthetic_train.resolve()}")
+    with pytest.raises(InvalidArgumentError, match=expected):
+        train(TrainConfig(data=str(synthetic_train), out=str(inside), epochs=1, workers=0), progress=False)
+    assert not inside.exists()
+    inside_val = synthetic_test / "b"
+    with pytest.raises(InvalidArgumentError, match="inside the val_dir folder"):
+        train(
+            TrainConfig(data=str(synthetic_train), out=str(inside_val), val_dir=str(synthetic_test), epochs=1),
+            progress=False,
+        )
+    with pytest.raises(InvalidArgumentError, match="inside the data folder"):
+        train(TrainConfig(data=str(synthetic_train / "real" / ".."), out=str(synthetic_train)), progress=False)
+    assert not inside_val.exists()
+
+
+def test_validation_sharing_training_files_is_refused(tmp_path: Path, synthetic_train: Path) -> None:
+    """The threshold and ROC AUC must come from images training never saw."""
+    with pytest.raises(DatasetError, match="96 of its 96 files are also training files"):
+        train(TrainConfig(data=str(synthetic_train), out=str(tmp_path / "o"), val_dir=str(synthetic_train)))
+    manifest = tmp_path / "val.csv"
+    shared = sorted((synthetic_train / "fake").rglob("*.png"))[0]
+    other = tmp_path / "elsewhere.png"
+    other.write_bytes(sorted((synthetic_train / "real").rglob("*.png"))[0].read_bytes())
+    manifest.write_text(f"path,label\n{shared},fake\nelsewhere.png,real\n")
+    with pytest.raises(DatasetError, match=f"1 of its 2 files .*for example {re.escape(str(shared))}"):
+        train(TrainConfig(data=str(synthetic_train), out=str(tmp_path / "o"), val_dir=str(manifest)))
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_undecodable_data_fails_in_one_line(tmp_path: Path, synthetic_train: Path, workers: int) -> None:
+    """Truncated files pass the header check; the error must not come wrapped in a worker's traceback."""
+    data = tmp_path / "data"
+    for label in ("real", "fake"):
+        (data / label).mkdir(parents=True)
+        for p in sorted((synthetic_train / label).rglob("*.png"))[:3]:
+            (data / label / p.name).write_bytes(p.read_bytes()[:200])
+    with pytest.raises(DatasetError) as info:
+        train(TrainConfig(data=str(data), out=str(tmp_path / "o"), epochs=1, workers=workers), progress=False)
+    message = str(info.value)
+    assert message.startswith(f"{data}: none of the ") and "images can be decoded" in message
+    assert "\n" not in message and "Traceback" not in message
 
 
 @pytest.mark.parametrize(

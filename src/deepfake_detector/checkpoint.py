@@ -15,9 +15,12 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from .bundle import state_mismatch
 from .errors import CheckpointError
 
 CHECKPOINT_DIR = ".checkpoint"
+# What training reads back from state.json when it resumes.
+_META_KEYS = ("config", "epoch", "history", "best_score", "best_epoch", "bad_epochs", "optimizer")
 
 
 def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -82,9 +85,13 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
         return None
     try:
         meta = json.loads((folder / "state.json").read_text())
+        absent = [key for key in _META_KEYS if key not in meta]
+        if absent:
+            raise ValueError(f"state.json lacks {', '.join(absent)}")
         best = folder / "best.safetensors"
         optimizer = _unflatten_optimizer(load_file(str(folder / "optimizer.safetensors")), meta.pop("optimizer"))
         return {
+            "folder": folder,
             "meta": meta,
             "model": load_file(str(folder / "model.safetensors")),
             "best": load_file(str(best)) if best.is_file() else None,
@@ -93,6 +100,32 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     except Exception as exc:  # noqa: BLE001 - any damage means the same thing to the user
         raise CheckpointError(
             f"{folder}: the interrupted run's checkpoint is damaged ({type(exc).__name__}: {exc}); "
+            "rerun without --resume to start over."
+        ) from exc
+
+
+def restore_checkpoint(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Put a loaded checkpoint's weights and optimizer state into ``model`` and ``optimizer``.
+
+    Weights of another network are refused up front with a one-line summary (torch's own
+    error lists every tensor, kilobytes of it), and the best epoch's weights are checked too,
+    as they would otherwise fail only after the whole run.
+    """
+    folder = state["folder"]
+    expected = model.state_dict()
+    for name, found in (("model", state["model"]), ("best", state["best"])):
+        why = state_mismatch(expected, found) if found is not None else ""
+        if why:
+            raise CheckpointError(
+                f"{folder}: the checkpoint's {name}.safetensors does not fit the {type(model).__name__} being "
+                f"trained ({why}); rerun without --resume to start over."
+            )
+    model.load_state_dict(state["model"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{folder}: the checkpoint's optimizer state does not fit the network being trained ({exc}); "
             "rerun without --resume to start over."
         ) from exc
 

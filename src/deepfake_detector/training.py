@@ -25,11 +25,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .bundle import BundleConfig, check_output_dir, p_fake_from_logits, save_bundle
-from .checkpoint import load_checkpoint, remove_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, remove_checkpoint, restore_checkpoint, save_checkpoint
 from .data.augment import parse_augment
 from .data.dataset import Sample, class_counts, load_dataset, stratified_split
 from .data.self_blend import SelfBlendConfig, crop_landmarks
-from .data.torch_dataset import ImageDataset
+from .data.torch_dataset import ImageDataset, plain_errors
 from .devices import pick_device
 from .errors import DatasetError, DeepfakeDetectorError, InvalidArgumentError, TrainingError
 from .face_crops import read_crop_record
@@ -265,15 +265,45 @@ def _readable(samples: list[Sample], progress: bool) -> list[Sample]:
     return kept
 
 
+def _check_out(cfg: TrainConfig) -> None:
+    """Refuse an output folder inside the training or validation data folder: the next scan of
+    that folder would take the bundle's plot for an image."""
+    out = Path(cfg.out).resolve()
+    for option, source in (("data", cfg.data), ("val_dir", cfg.val_dir)):
+        if source and Path(source).is_dir():
+            folder = Path(source).resolve()
+            if out == folder or folder in out.parents:
+                raise InvalidArgumentError(
+                    f"out {out} lies inside the {option} folder {folder}, whose next scan would take the bundle's "
+                    "files for images; choose an output folder outside it."
+                )
+
+
+def _refuse_shared(cfg: TrainConfig, train_s: list[Sample], val_s: list[Sample]) -> None:
+    """Refuse validation data sharing files with the training data: the threshold and ROC AUC
+    would be chosen on images the network learned."""
+    train_paths = {s.path.resolve() for s in train_s}
+    shared = [s.path for s in val_s if s.path.resolve() in train_paths]
+    if shared:
+        raise DatasetError(
+            f"{cfg.val_dir}: {len(shared)} of its {len(val_s)} files are also training files of {cfg.data} "
+            f"(for example {shared[0]}); validate on images training does not see."
+        )
+
+
 def _split(cfg: TrainConfig, progress: bool) -> tuple[list[Sample], list[Sample]]:
-    samples = _readable(load_dataset(cfg.data), progress)
+    """The training and validation samples: ``val_dir`` when given (refused when it shares files
+    with ``data``), else a stratified share of ``data``; both parts need real and fake images."""
+    samples = load_dataset(cfg.data)
     if cfg.val_dir:
+        val_samples = load_dataset(cfg.val_dir)
+        _refuse_shared(cfg, samples, val_samples)
         parts = (
-            ("training", cfg.data, samples),
-            ("validation", cfg.val_dir, _readable(load_dataset(cfg.val_dir), progress)),
+            ("training", cfg.data, _readable(samples, progress)),
+            ("validation", cfg.val_dir, _readable(val_samples, progress)),
         )
     else:
-        train_s, val_s = stratified_split(samples, cfg.val_fraction, cfg.seed)
+        train_s, val_s = stratified_split(_readable(samples, progress), cfg.val_fraction, cfg.seed)
         parts = (("training", cfg.data, train_s), ("validation", cfg.data, val_s))
     for name, source, part in parts:
         counts = class_counts(part)
@@ -281,6 +311,20 @@ def _split(cfg: TrainConfig, progress: bool) -> tuple[list[Sample], list[Sample]
         if min(counts.values()) == 0 and not made_fakes:
             raise DatasetError(f"{source}: the {name} part needs both real and fake images; it has {counts}.")
     return parts[0][2], parts[1][2]
+
+
+def _check_decodable(dataset: ImageDataset, name: str, source: str) -> None:
+    """Refuse, before any DataLoader worker starts, a part of the data of which no image decodes
+    (the header check passes truncated files); the first decodable one usually comes at once."""
+    problem = None
+    for i in range(len(dataset)):
+        try:
+            dataset.image(i)
+        except DeepfakeDetectorError as exc:
+            problem = problem or exc
+        else:
+            return
+    raise DatasetError(f"{source}: none of the {len(dataset)} {name} images can be decoded (first: {problem}).")
 
 
 def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -307,7 +351,7 @@ def _score(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[
     """
     model.eval()
     targets, logits = [], []
-    for x, y, _ in loader:
+    for x, y, _ in plain_errors(loader):
         logits.append(model(x.to(device)).float().reshape(-1).cpu())
         targets.append(y)
     all_logits = torch.cat(logits)
@@ -344,6 +388,7 @@ def train(
     world, main_rank = distributed.world_size(), distributed.rank() == 0
     progress = progress and main_rank
     cfg = config.resolved()
+    _check_out(cfg)
     out = check_output_dir(cfg.out)
     device = pick_device(cfg.device)
     if world > 1 and device.type == "cuda":
@@ -402,16 +447,18 @@ def train(
         self_blend_p=cfg.self_blend,
         blend_config=SelfBlendConfig(part_p=cfg.self_blend_parts),
     )
+    val_ds = ImageDataset(val_s, preprocessing)
+    _check_decodable(train_ds, "training", cfg.data)
+    _check_decodable(val_ds, "validation", cfg.val_dir or cfg.data)
     if cfg.self_blend_parts > 0:  # found once, by rank 0, and shared with the other ranks
         train_ds.landmarks = distributed.from_rank0(_real_landmarks(train_ds, progress) if main_rank else {})
-    val_loader = DataLoader(ImageDataset(val_s, preprocessing), batch_size=cfg.batch_size, num_workers=cfg.workers)
+    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.workers)
 
     history: list[dict[str, Any]] = []
     best_state: dict[str, torch.Tensor] | None = None
     best_score, best_epoch, bad_epochs, start_epoch = -math.inf, 0, 0, 0
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        restore_checkpoint(state, model, optimizer)
         best_state = state["best"]
         meta = state["meta"]
         history, best_score, best_epoch = meta["history"], meta["best_score"], meta["best_epoch"]
@@ -447,7 +494,14 @@ def train(
             group["lr"] = lr
         model.train()
         total_loss, total_correct, seen = 0.0, 0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress, file=sys.stderr)
+        bar = tqdm(
+            plain_errors(loader),
+            total=len(loader),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=not progress,
+            file=sys.stderr,
+        )
         for step, (x, y, _) in enumerate(bar):
             x, yf = x.to(device), y.float().to(device)
             optimizer.zero_grad(set_to_none=True)

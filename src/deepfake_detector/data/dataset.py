@@ -8,6 +8,7 @@ manipulation method), or the manifest's ``group`` column.
 from __future__ import annotations
 
 import csv
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +93,13 @@ def scan_folder(root: str | Path, *, videos: bool = False) -> list[Sample]:
 
 
 def read_manifest(csv_path: str | Path) -> list[Sample]:
-    """Samples from a CSV with a header ``path,label[,group]``; paths relative to the CSV."""
+    """Samples from a CSV with a header ``path,label[,group]``; paths relative to the CSV.
+
+    Rows naming the same file (after resolving the path) with the same label are collapsed
+    into the first of them, with a warning on stderr: repeated rows usually come from joining
+    lists, and copies of one file would land in both parts of a train/validation split. A file
+    listed both as real and as fake is refused (DatasetError), as no label can be trusted.
+    """
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise DatasetError(f"{csv_path}: manifest not found.")
@@ -120,7 +127,26 @@ def read_manifest(csv_path: str | Path) -> list[Sample]:
     if missing:
         shown = ", ".join(str(p) for p in missing[:3])
         raise DatasetError(f"{csv_path}: {len(missing)} listed file(s) do not exist, for example {shown}.")
-    return samples
+    return _without_repeats(samples, csv_path)
+
+
+def _without_repeats(samples: list[Sample], csv_path: Path) -> list[Sample]:
+    """``samples`` with each file once (the first row naming it); refuses a file under both labels."""
+    first: dict[Path, Sample] = {}
+    for sample in samples:
+        seen = first.setdefault(sample.path.resolve(), sample)
+        if seen.target != sample.target:
+            raise DatasetError(
+                f"{csv_path}: {sample.path} is listed both as {seen.label} and as {sample.label}; "
+                "give each file one label."
+            )
+    repeats = len(samples) - len(first)
+    if repeats:
+        print(
+            f"warning: {csv_path}: {repeats} row(s) repeat a file listed earlier; each file is used once.",
+            file=sys.stderr,
+        )
+    return list(first.values())
 
 
 def load_dataset(source: str | Path) -> list[Sample]:

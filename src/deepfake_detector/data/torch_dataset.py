@@ -11,7 +11,8 @@ allow the face-part masks of ``blend_config.part_p``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -23,6 +24,8 @@ from ..preprocess import Preprocessing
 from .augment import AugmentConfig, augment
 from .dataset import Sample
 from .self_blend import MIN_SIDE, SelfBlendConfig, self_blend
+
+_T = TypeVar("_T")
 
 
 class ImageDataset(Dataset):
@@ -84,3 +87,24 @@ class ImageDataset(Dataset):
         if self.augment_config is not None:
             image = augment(image, self.augment_config, rng)
         return torch.from_numpy(self.preprocessing(image)), target, used
+
+
+def plain_errors(batches: Iterable[_T]) -> Iterator[_T]:
+    """``batches`` (a DataLoader), letting one of our errors raised in a worker reach the user as its own line.
+
+    torch re-raises a worker's exception in the main process as the same type, with the
+    worker's whole traceback as the message; this re-raises it with the original message.
+    """
+    try:
+        yield from batches
+    except DeepfakeDetectorError as exc:
+        text = str(exc)
+        marker = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+        if not text.startswith("Caught ") or marker not in text:
+            raise
+        message = text[text.rindex(marker) + len(marker) :].strip()
+        try:
+            plain = type(exc)(message)
+        except TypeError:  # an error type built from several parts (a MediaError's path and reason)
+            plain = DeepfakeDetectorError(message)
+        raise plain from None
