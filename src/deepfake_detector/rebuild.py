@@ -21,6 +21,7 @@ The test part is left for ``benchmarks/quality.py``.
 
 from __future__ import annotations
 
+import difflib
 import json
 import shutil
 import sys
@@ -28,10 +29,13 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Iterable
 
-from .errors import InvalidArgumentError
+from .errors import DatasetError, DeepfakeDetectorError, InvalidArgumentError, UnknownModelError
 from .faces.crop import CropSpec
+
+if TYPE_CHECKING:
+    from .training import TrainConfig
 
 DEFAULT_SETS = ("ffpp_faces", "stylegan_faces", "diffusion_faces", "yonsei_faces", "face_photos")
 DONE_FILE = "crops.done"
@@ -77,23 +81,143 @@ class Recipe:
     train: dict[str, Any]
 
 
+# What the rebuild sets in [train] itself; a recipe value there would be silently overridden
+# (data, val_dir, out) or would record a crop other than the one made (crop_margin).
+_SET_BY_REBUILD = {
+    "data": "the rebuild trains on WORK/train.csv",
+    "val_dir": "the rebuild validates on WORK/val.csv",
+    "out": "the rebuild writes the bundle to WORK/bundle",
+    "crop_margin": "the crop is [data] crop_margin",
+}
+
+
 def read_recipe(path: str | Path) -> Recipe:
-    """The three tables of a rebuild recipe, with unknown keys refused."""
+    """The four tables of a rebuild recipe, every key and value checked now, so that a mistake
+    is named before hours of cropping and training rather than after."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InvalidArgumentError(f"{path}: unreadable recipe ({exc}).") from exc
-    steps: dict[str, Any] = {}
-    for name, kind in (("data", DataStep), ("calibrate", CalibrateStep), ("bundle", BundleStep)):
-        table = raw.get(name, {})
-        unknown = sorted(set(table) - set(kind.__dataclass_fields__))
-        if unknown:
-            raise InvalidArgumentError(f"{path}: unknown key(s) {unknown} in [{name}].")
-        steps[name] = kind(**table)
-    if not isinstance(raw.get("train"), dict):
-        raise InvalidArgumentError(f"{path}: a recipe needs a [train] table.")
-    return Recipe(steps["data"], steps["calibrate"], steps["bundle"], dict(raw["train"]))
+    try:
+        return _check_recipe(raw)
+    except DeepfakeDetectorError as exc:
+        raise InvalidArgumentError(f"{path}: {exc}") from exc
+
+
+def _check_recipe(raw: dict[str, Any]) -> Recipe:
+    """The recipe in ``raw``; errors name the table and key, the caller adds the file."""
+    _refuse_unknown("at the top level", raw, ("bundle", "calibrate", "data", "train"), "table")
+    for name, table in raw.items():
+        if not isinstance(table, dict):
+            raise InvalidArgumentError(f"[{name}] must be a table; got {table!r}.")
+    if "train" not in raw:
+        raise InvalidArgumentError("a recipe needs a [train] table.")
+    recipe = Recipe(
+        _data_step(raw.get("data", {})),
+        _calibrate_step(raw.get("calibrate", {})),
+        _bundle_step(raw.get("bundle", {})),
+        dict(raw["train"]),
+    )
+    train_config(recipe.train)
+    return recipe
+
+
+def _refuse_unknown(where: str, table: dict[str, Any], known: Iterable[str], what: str = "key") -> None:
+    """Refuse a name the recipe does not use: a typo (``max_fp``) ignored would quietly give
+    a detector built with the default instead."""
+    names = sorted(known)
+    unknown = sorted(set(table) - set(names))
+    if unknown:
+        close = [m for name in unknown for m in difflib.get_close_matches(name, names, n=1)]
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        raise InvalidArgumentError(f"unknown {what}(s) {unknown} {where}.{hint} Known: {', '.join(names)}.")
+
+
+def _data_step(table: dict[str, Any]) -> DataStep:
+    """The ``[data]`` table, checked: what crop_sets and write_parts would otherwise trip on late."""
+    from .faces import list_face_detectors
+
+    _refuse_unknown("in [data]", table, DataStep.__dataclass_fields__)
+    step = DataStep(**table)
+    for key in ("root", "work", "face_detector"):
+        value = getattr(step, key)
+        if not isinstance(value, str) or not value:
+            raise InvalidArgumentError(f"[data] {key} must be non-empty text; got {value!r}.")
+    sets = step.sets
+    if not isinstance(sets, list) or not sets:
+        raise InvalidArgumentError(f"[data] sets must be a non-empty list of set folder names; got {sets!r}.")
+    for name in sets:
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+            raise InvalidArgumentError(f"[data] sets must hold folder names under the data root; got {name!r}.")
+    twice = sorted({name for name in sets if sets.count(name) > 1})
+    if twice:
+        raise InvalidArgumentError(f"[data] sets names {twice} more than once.")
+    detectors = ["auto", *list_face_detectors()]
+    if step.face_detector not in detectors:
+        raise InvalidArgumentError(f"[data] face_detector must be one of {detectors}; got {step.face_detector!r}.")
+    try:
+        step.crop_margin = CropSpec(margin=step.crop_margin).margin
+    except InvalidArgumentError as exc:
+        raise InvalidArgumentError(f"[data] crop_margin: {exc}") from exc
+    seed = step.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise InvalidArgumentError(f"[data] seed must be a whole number from 0 to 2**32 - 1; got {seed!r}.")
+    step.sets = list(sets)
+    return step
+
+
+def check_calibrate_step(step: CalibrateStep) -> None:
+    """Refuse a bad calibration rule before any scoring, and before the bundle is touched."""
+    from .threshold import check_max_fpr, check_reencode, check_uncertain_share
+
+    check_max_fpr(step.max_fpr)
+    check_uncertain_share(step.uncertain_share)
+    check_reencode(step.reencode)
+
+
+def _calibrate_step(table: dict[str, Any]) -> CalibrateStep:
+    """The ``[calibrate]`` table, checked: otherwise a bad value surfaces only after training."""
+    _refuse_unknown("in [calibrate]", table, CalibrateStep.__dataclass_fields__)
+    step = CalibrateStep(**table)
+    try:
+        check_calibrate_step(step)
+    except InvalidArgumentError as exc:
+        raise InvalidArgumentError(f"[calibrate] {exc}") from exc
+    return step
+
+
+def _bundle_step(table: dict[str, Any]) -> BundleStep:
+    """The ``[bundle]`` table, checked: its texts go into the bundle's config as they are."""
+    _refuse_unknown("in [bundle]", table, BundleStep.__dataclass_fields__)
+    step = BundleStep(**table)
+    if not isinstance(step.name, str) or not step.name:
+        raise InvalidArgumentError(f"[bundle] name must be non-empty text; got {step.name!r}.")
+    for key in ("trained_on", "terms"):
+        if not isinstance(getattr(step, key), str):
+            raise InvalidArgumentError(f"[bundle] {key} must be text; got {getattr(step, key)!r}.")
+    return step
+
+
+def train_config(table: dict[str, Any], work: Path = Path("WORK")) -> TrainConfig:
+    """The TrainConfig the rebuild trains with in ``work``, resolved once here so that an unknown
+    option, a wrong type or an unknown architecture is named before any cropping."""
+    from .training import TrainConfig
+
+    taken = sorted(set(table) & set(_SET_BY_REBUILD))
+    if taken:
+        reasons = "; ".join(f"{key}: {_SET_BY_REBUILD[key]}" for key in taken)
+        raise InvalidArgumentError(f"[train] {taken} cannot be set in a rebuild recipe ({reasons}).")
+    try:
+        cfg = TrainConfig.create(
+            **table, data=str(work / "train.csv"), val_dir=str(work / "val.csv"), out=str(work / "bundle")
+        )
+        cfg.resolved()
+    except UnknownModelError as exc:
+        raise InvalidArgumentError(f"[train] arch: {exc}") from exc
+    except DeepfakeDetectorError as exc:
+        raise InvalidArgumentError(f"[train] {exc}") from exc
+    return cfg
 
 
 def _log(message: str) -> None:
@@ -173,16 +297,19 @@ def calibrate(
     from .detector import Detector
     from .evaluation import score_samples
     from .metrics import compute_metrics
-    from .threshold import check_reencode, choose_band, choose_threshold
+    from .threshold import choose_band, choose_threshold
 
+    check_calibrate_step(step)
     config, model = load_bundle(bundle)
     detector = Detector(config, model)
     samples = load_dataset(val_manifest)
-    y, p, groups, _ = score_samples(detector, samples, faces="off", desc="calibrate")
+    y, p, groups, errors = score_samples(detector, samples, faces="off", desc="calibrate")
+    for message in errors:
+        _log(f"warning: not scored: {message}")
+    _check_validation_scores(val_manifest, y, len(samples))
     threshold = choose_threshold(y, p, max_fpr=step.max_fpr)
     band = choose_band(p, threshold, step.uncertain_share)
     config.threshold = threshold
-    check_reencode(step.reencode)
     config.uncertain = {"band": band, "reencode": step.reencode}
     provenance = {}
     if about is not None:
@@ -207,6 +334,23 @@ def calibrate(
         f"{metrics['roc_auc_score']:.4f}"
     )
     return {"threshold": threshold, "band": band, "metrics": metrics}
+
+
+def _check_validation_scores(val: str | Path, y: Any, n_images: int) -> None:
+    """Refuse validation scores that cannot choose a threshold, before the bundle is written:
+    with one class, balanced accuracy and ROC AUC are undefined and the threshold would be a
+    silent 0.5."""
+    if len(y) == 0:
+        raise DatasetError(
+            f"{val}: none of its {n_images} validation images could be scored, so there is nothing to calibrate on."
+        )
+    fakes = int(sum(y))
+    reals = len(y) - fakes
+    if not reals or not fakes:
+        raise DatasetError(
+            f"{val}: calibration needs both real and fake validation images; of its {n_images} images, "
+            f"{len(y)} could be scored: {reals} real, {fakes} fake."
+        )
 
 
 def export_onnx(bundle: Path) -> Path | None:
@@ -243,7 +387,7 @@ def rebuild(
     recipe_path: str | Path, *, data: str | None = None, work: str | None = None, do_install: bool = False
 ) -> Path:
     """Run every step of a recipe; returns the calibrated bundle's folder."""
-    from .training import TrainConfig, train
+    from .training import train
 
     recipe = read_recipe(recipe_path)
     step = recipe.data
@@ -251,19 +395,22 @@ def rebuild(
     work_dir = Path(work or step.work)
     if not data_root.is_dir():
         raise InvalidArgumentError(f"{data_root}: no such data folder (give --data).")
-    work_dir.mkdir(parents=True, exist_ok=True)
+    missing = [name for name in step.sets if not (data_root / name).is_dir()]
+    if missing:
+        raise DatasetError(f"{data_root}: no folder for set(s) {missing}, named in {recipe_path} [data] sets.")
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name, or a folder that cannot be made
+        reason = (
+            "is a file, not a folder" if work_dir.is_file() else f"cannot create the folder ({exc.strerror or exc})"
+        )
+        raise InvalidArgumentError(
+            f"{work_dir}: {reason}; [data] work or --work names the rebuild's work folder."
+        ) from exc
     started = time.perf_counter()
     crops = crop_sets(step, data_root, work_dir)
     manifests = write_parts(step, data_root, crops, work_dir)
-    cfg = TrainConfig.create(
-        **{
-            **recipe.train,
-            "data": str(manifests["train"]),
-            "val_dir": str(manifests["val"]),
-            "out": str(work_dir / "bundle"),
-        }
-    )
-    bundle = train(cfg, resume=True)
+    bundle = train(train_config(recipe.train, work_dir), resume=True)
     calibrate(bundle, manifests["val"], recipe.calibrate, recipe.bundle)
     export_onnx(bundle)
     if do_install:

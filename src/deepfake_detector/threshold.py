@@ -5,6 +5,7 @@ Kept in one place so that train, evaluate, predict and every front end agree.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -111,6 +112,22 @@ def confidence_for(p_fake: float, threshold: float) -> float:
     return 0.5 + 0.5 * (threshold - p_fake) / threshold
 
 
+def check_max_fpr(max_fpr: Any) -> float | None:
+    """The bound on the share of validation reals called fake: ``None`` (no bound) or a number
+    in [0, 1]; checked by type too, as a recipe can hold any TOML value."""
+    if max_fpr is not None and (not _is_number(max_fpr, numbers.Real) or not 0.0 <= max_fpr <= 1.0):
+        raise InvalidArgumentError(f"max_fpr must be a number in [0, 1]; got {max_fpr!r}.")
+    return None if max_fpr is None else float(max_fpr)
+
+
+def check_uncertain_share(share: Any) -> float:
+    """The share of validation scores the uncertain band holds: a number in [0, 1), since a band
+    holding every score would leave no verdict."""
+    if not _is_number(share, numbers.Real) or not 0.0 <= share < 1.0:
+        raise InvalidArgumentError(f"uncertain_share must be a number in [0, 1); got {share!r}.")
+    return float(share)
+
+
 def choose_threshold(y_true: np.ndarray, p_fake: np.ndarray, max_fpr: float | None = None) -> float:
     """The threshold that maximises balanced accuracy (Youden's J) on validation scores.
 
@@ -122,8 +139,7 @@ def choose_threshold(y_true: np.ndarray, p_fake: np.ndarray, max_fpr: float | No
     validation image across it. Among equally good thresholds the one nearest 0.5 wins.
     Falls back to 0.5 when the validation data hold only one class.
     """
-    if max_fpr is not None and not 0.0 <= max_fpr <= 1.0:
-        raise InvalidArgumentError(f"max_fpr must lie in [0, 1]; got {max_fpr!r}.")
+    max_fpr = check_max_fpr(max_fpr)
     from sklearn.metrics import roc_curve
 
     y_true = np.asarray(y_true).astype(int)
@@ -143,8 +159,7 @@ def choose_band(p_fake: np.ndarray, threshold: float, share: float) -> float:
     """The uncertain band's half-width that holds ``share`` of the validation scores: the
     verdicts nearest the threshold, where validation errors crowd, are reported as uncertain.
     Capped below 0.5, the widest band :func:`check_band` accepts."""
-    if not 0.0 <= share < 1.0:
-        raise InvalidArgumentError(f"The uncertain share must lie in [0, 1); got {share!r}.")
+    share = check_uncertain_share(share)
     distances = np.abs(np.asarray(p_fake, dtype=float) - threshold)
     if share == 0.0 or distances.size == 0:
         return 0.0
