@@ -486,12 +486,15 @@ def test_names_with_control_characters_keep_one_table_row(
 def test_a_long_file_name_still_gets_its_annotated_picture(
     capsys: pytest.CaptureFixture[str], trained_bundle: Path, media: Path, tmp_path: Path
 ) -> None:
-    long_name = tmp_path / ("b" * 250 + ".png")  # legal on disk; a suffix added to it would not be
-    shutil.copy(media / "top_real.png", long_name)
-    code, _, err = cli(capsys, "predict", long_name, "--model", trained_bundle, "--annotate", tmp_path / "ann")
+    folder = tmp_path / "long"
+    folder.mkdir()
+    for name in ("b" * 250 + ".png", "写" * 80 + ".png"):  # legal on disk (250 and 244 bytes); a suffix added is not
+        shutil.copy(media / "top_real.png", folder / name)
+    code, _, err = cli(capsys, "predict", folder, "--model", trained_bundle, "--annotate", tmp_path / "ann")
     assert code == 0, err
-    written = list((tmp_path / "ann").iterdir())
-    assert written and all(len(p.name) < 255 and p.name.startswith("b" * 100 + "-") for p in written)
+    written = sorted(p.name for p in (tmp_path / "ann").iterdir())
+    assert len(written) == 2 and all(len(os.fsencode(name)) < 255 for name in written)
+    assert written[0].startswith("b" * 100 + "-") and written[1].startswith("写" * 33 + "-")
 
 
 def test_a_picture_that_cannot_be_saved_fails_that_file_only(

@@ -681,3 +681,16 @@ def test_a_jpeg_too_small_for_its_declared_size_is_damaged(tmp_path: Path) -> No
     Image.new("L", (2000, 2000), 0).save(blank, "JPEG", quality=1, optimize=True)
     assert load_image(blank.getvalue()).shape == (2000, 2000, 3)
     assert load_image(_jpeg_declaring(32, 32)).shape == (32, 32, 3)  # cut short but plausible: decoded
+
+
+def test_an_arithmetic_coded_jpeg_is_exempt_from_the_size_rule() -> None:
+    from deepfake_detector.media.image import _frame_marker
+
+    forged = bytearray(_jpeg_declaring(9000, 9000))
+    assert _frame_marker(io.BytesIO(bytes(forged))) == 0xC0
+    forged[forged.find(b"\xff\xc0") + 1] = 0xC9  # the same header, marked as arithmetic coding
+    assert _frame_marker(io.BytesIO(bytes(forged))) == 0xC9
+    try:
+        load_image(bytes(forged), max_pixels=10**8)
+    except CorruptMediaError as exc:  # its data are not arithmetic-coded, so decoding may fail, but not by size
+        assert "cannot hold" not in str(exc)

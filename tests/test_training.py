@@ -146,21 +146,26 @@ def test_val_dir_is_used(tmp_path: Path, synthetic_train: Path, synthetic_test: 
 
 
 def test_output_inside_a_data_folder_is_refused(tmp_path: Path, synthetic_train: Path, synthetic_test: Path) -> None:
-    """A bundle inside the data would be scanned as data next time (its plot as an image)."""
+    """A bundle where a scan reads images would be data next time (its plot as an image)."""
+    from deepfake_detector.training import _check_out
+
     inside = synthetic_train / "real" / "bundle"
-    expected = re.escape(f"out {inside.resolve()} lies inside the data folder {synthetic_train.resolve()}")
+    expected = re.escape(f"out {inside} lies where a scan of the data folder {synthetic_train} reads images")
     with pytest.raises(InvalidArgumentError, match=expected):
         train(TrainConfig(data=str(synthetic_train), out=str(inside), epochs=1, workers=0), progress=False)
     assert not inside.exists()
-    inside_val = synthetic_test / "b"
-    with pytest.raises(InvalidArgumentError, match="inside the val_dir folder"):
+    inside_val = synthetic_test / "Fake" / "b"
+    with pytest.raises(InvalidArgumentError, match="scan of the val_dir folder"):
         train(
             TrainConfig(data=str(synthetic_train), out=str(inside_val), val_dir=str(synthetic_test), epochs=1),
             progress=False,
         )
-    with pytest.raises(InvalidArgumentError, match="inside the data folder"):
-        train(TrainConfig(data=str(synthetic_train / "real" / ".."), out=str(synthetic_train)), progress=False)
     assert not inside_val.exists()
+    with pytest.raises(InvalidArgumentError, match="scan of the data folder"):
+        train(TrainConfig(data=str(synthetic_train / "real" / ".."), out=str(synthetic_train)), progress=False)
+    runs = synthetic_train / "runs" / "x"
+    beside = TrainConfig(data=str(synthetic_train), out=str(runs), val_dir=str(synthetic_test))
+    _check_out(beside)  # below the data folder but outside real/ and fake/: never scanned, so allowed
 
 
 def test_validation_sharing_training_files_is_refused(tmp_path: Path, synthetic_train: Path) -> None:
@@ -395,3 +400,11 @@ def test_cli_trains_with_part_self_blends(
     reals = len(list((synthetic_train / "real").rglob("*.png")))
     assert len(looked_at) == reals > 0
     assert json.loads((out / CONFIG_FILE).read_text())["training"]["config"]["self_blend_parts"] == 0.5
+
+
+def test_every_training_option_has_a_declared_kind() -> None:
+    from dataclasses import fields
+
+    from deepfake_detector.training import _FIELD_TYPES
+
+    assert set(_FIELD_TYPES) == {f.name for f in fields(TrainConfig)}

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import csv
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -21,7 +22,7 @@ from .errors import DeepfakeDetectorError, InvalidArgumentError
 from .results import Prediction
 
 EXIT_OK, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2
-MAX_STEM = 100  # characters of an input's name kept in the names of files written about it
+MAX_STEM_BYTES = 100  # bytes of an input's name kept in the names of files written about it
 
 EXAMPLES = """\
 examples:
@@ -138,7 +139,9 @@ def _unique_stem(path: str | None) -> str:
     if path is None:
         return "input"
     digest = hashlib.sha1(path.encode(errors="surrogateescape")).hexdigest()[:6]
-    return f"{Path(path).stem[:MAX_STEM]}-{digest}"
+    # File systems count bytes, not characters; a character cut in two is dropped.
+    stem = os.fsencode(Path(path).stem)[:MAX_STEM_BYTES].decode("utf-8", errors="ignore")
+    return f"{stem}-{digest}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -932,19 +935,30 @@ def _cmd_app(args: argparse.Namespace) -> int:
 
 def _check_can_listen(host: str, port: int) -> None:
     """Fail at once, naming the address, when the server could not listen there (a host that
-    does not resolve to this machine, a port in use), not after the model has loaded."""
+    does not resolve to this machine, a port in use), not after the model has loaded.
+
+    Like the server, every address the host resolves to is tried, and one that works is enough
+    (``localhost`` may give an IPv6 address first on a machine without IPv6)."""
+    import errno
     import socket
 
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise InvalidArgumentError(f"--host {host}: not an address to listen on ({exc}).") from exc
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself binds
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            raise InvalidArgumentError(f"{host}:{port}: cannot listen there ({exc.strerror or exc}).") from exc
+    failure: OSError | None = None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            if sys.platform != "win32":  # as the server binds; on Windows it would allow a port in use
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+                return
+            except OSError as exc:
+                if failure is None or failure.errno == errno.EADDRNOTAVAIL:
+                    failure = exc
+    assert failure is not None
+    raise InvalidArgumentError(f"{host}:{port}: cannot listen there ({failure.strerror or failure}).") from failure
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -170,7 +170,9 @@ def export_bundle(bundle_dir: str | Path, out_dir: str | Path | None = None, *, 
     out = Path(out_dir) if out_dir is not None else bundle_dir / ONNX_DIR
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out}: exists and is not a folder; choose another output folder.")
-    others = sorted(p.name for p in out.iterdir() if p.name not in (ONNX_FILE, CONFIG_FILE)) if out.is_dir() else []
+    present = [p.name for p in out.iterdir()] if out.is_dir() else []
+    # An earlier export's two files are replaced; hidden ones (.DS_Store, a crashed export's temporary file) ignored.
+    others = sorted(name for name in present if name not in (ONNX_FILE, CONFIG_FILE) and not name.startswith("."))
     if others:  # another bundle, say: its config.json would be replaced by this one's
         raise ExportError(
             f"{out}: holds files other than an earlier export ({', '.join(others[:3])}"

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from .bundle import BundleConfig, check_output_dir, p_fake_from_logits, save_bundle
 from .checkpoint import load_checkpoint, remove_checkpoint, restore_checkpoint, save_checkpoint
 from .data.augment import parse_augment
-from .data.dataset import Sample, class_counts, load_dataset, stratified_split
+from .data.dataset import Sample, class_counts, load_dataset, scanned_as_data, stratified_split
 from .data.self_blend import SelfBlendConfig, crop_landmarks
 from .data.torch_dataset import ImageDataset, plain_errors
 from .devices import pick_device
@@ -156,15 +156,13 @@ class TrainConfig:
             )
         if cfg.patience < 0:
             raise InvalidArgumentError(f"patience must be 0 (off) or more; got {cfg.patience}.")
-        if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
+        if cfg.weight_decay < 0:
             raise InvalidArgumentError(f"weight_decay must be 0 or a positive number; got {cfg.weight_decay!r}.")
-        if not math.isfinite(cfg.lr):
-            raise InvalidArgumentError(f"lr must be a finite number; got {cfg.lr!r}.")
         if not 0.0 < cfg.val_fraction < 1.0:
             raise InvalidArgumentError(f"val_fraction must lie strictly between 0 and 1; got {cfg.val_fraction!r}.")
         if not 0 <= cfg.seed < 2**32:
             raise InvalidArgumentError(f"seed must be a whole number from 0 to 2**32 - 1; got {cfg.seed}.")
-        if cfg.crop_margin is not None and not (math.isfinite(cfg.crop_margin) and cfg.crop_margin >= 0):
+        if cfg.crop_margin is not None and cfg.crop_margin < 0:
             raise InvalidArgumentError(f"crop_margin must be 0 or a positive number; got {cfg.crop_margin!r}.")
         parse_augment(cfg.augment)
         return cfg
@@ -266,17 +264,15 @@ def _readable(samples: list[Sample], progress: bool) -> list[Sample]:
 
 
 def _check_out(cfg: TrainConfig) -> None:
-    """Refuse an output folder inside the training or validation data folder: the next scan of
-    that folder would take the bundle's plot for an image."""
-    out = Path(cfg.out).resolve()
+    """Refuse an output folder that the next scan of the training or validation data folder
+    would read (the data folder itself, or below its real/fake folders): the bundle's plot
+    would become a training image."""
     for option, source in (("data", cfg.data), ("val_dir", cfg.val_dir)):
-        if source and Path(source).is_dir():
-            folder = Path(source).resolve()
-            if out == folder or folder in out.parents:
-                raise InvalidArgumentError(
-                    f"out {out} lies inside the {option} folder {folder}, whose next scan would take the bundle's "
-                    "files for images; choose an output folder outside it."
-                )
+        if source and Path(source).is_dir() and scanned_as_data(cfg.out, source):
+            raise InvalidArgumentError(
+                f"out {cfg.out} lies where a scan of the {option} folder {source} reads images "
+                "(the folder itself or its real/fake folders); choose an output folder elsewhere."
+            )
 
 
 def _refuse_shared(cfg: TrainConfig, train_s: list[Sample], val_s: list[Sample]) -> None:

@@ -50,6 +50,18 @@ def _class_dirs(folder: Path) -> dict[int, list[Path]]:
     return found
 
 
+def scanned_as_data(path: str | Path, root: str | Path) -> bool:
+    """Whether files written at ``path`` would be read back as data by :func:`scan_folder` of
+    ``root``: ``path`` is ``root`` itself or lies below one of its real/fake folders (those of
+    a nested set included). Elsewhere under ``root`` (``root/runs/x``) nothing is scanned."""
+    path, root = Path(path).resolve(), Path(root).resolve()
+    if path == root:
+        return True
+    if root not in path.parents:
+        return False
+    return any(part.lower() in CLASS_TARGETS for part in path.relative_to(root).parts)
+
+
 def _dataset_roots(root: Path, max_depth: int = 3) -> list[Path]:
     """``root`` if it holds real/fake folders, else the folders below it that do."""
     if _class_dirs(root):

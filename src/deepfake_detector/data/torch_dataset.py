@@ -94,6 +94,8 @@ def plain_errors(batches: Iterable[_T]) -> Iterator[_T]:
 
     torch re-raises a worker's exception in the main process as the same type, with the
     worker's whole traceback as the message; this re-raises it with the original message.
+    (torch can only do so for errors built from one message, such as the DatasetError that
+    workers raise; ImageDataset turns a bad file into the next good one.)
     """
     try:
         yield from batches
@@ -102,9 +104,4 @@ def plain_errors(batches: Iterable[_T]) -> Iterator[_T]:
         marker = f"{type(exc).__module__}.{type(exc).__qualname__}: "
         if not text.startswith("Caught ") or marker not in text:
             raise
-        message = text[text.rindex(marker) + len(marker) :].strip()
-        try:
-            plain = type(exc)(message)
-        except TypeError:  # an error type built from several parts (a MediaError's path and reason)
-            plain = DeepfakeDetectorError(message)
-        raise plain from None
+        raise type(exc)(text[text.rindex(marker) + len(marker) :].strip()) from None

@@ -257,14 +257,38 @@ def _check_jpeg_data(label: str, stream: IO[bytes], width: int, height: int) -> 
     Huffman coding needs about 2 bits per 8x8 block even for a blank picture (measured:
     a black 4000x4000 greyscale JPEG at quality 1, optimised, is 62 KB); a file with under
     1/32 bit per block (a header promising 9000x9000 px over 600 bytes) is truncated or forged.
+    Arithmetic coding (rare, but decodable) can code a blank block in far less, so it is exempt.
     """
     position = stream.tell()
     size = stream.seek(0, io.SEEK_END)
     stream.seek(position)
-    if size * 8 * 32 * 64 < width * height:
+    if size * 8 * 32 * 64 < width * height and _frame_marker(stream) not in _ARITHMETIC_FRAMES:
         raise CorruptMediaError(
             label, f"truncated or damaged: {size} bytes cannot hold the {width}x{height} pixels its header declares"
         )
+
+
+_ARITHMETIC_FRAMES = {0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}  # JPEG's start-of-frame markers of arithmetic coding
+
+
+def _frame_marker(stream: IO[bytes]) -> int | None:
+    """The start-of-frame marker of the JPEG in ``stream`` (0xC0 baseline, 0xC2 progressive,
+    0xC9 arithmetic...), found by walking the segments before it; None if not found."""
+    position = stream.tell()
+    stream.seek(0)
+    try:
+        if stream.read(2) != b"\xff\xd8":
+            return None
+        while True:
+            head = stream.read(4)
+            if len(head) < 4 or head[0] != 0xFF:
+                return None
+            marker, length = head[1], int.from_bytes(head[2:4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # DHT, JPG and DAC are not frames
+                return marker
+            stream.seek(length - 2, io.SEEK_CUR)
+    finally:
+        stream.seek(position)
 
 
 def _decoded(
