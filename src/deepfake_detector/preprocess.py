@@ -21,10 +21,10 @@ from .errors import BundleError, DeepfakeDetectorError
 from .faces.crop import CropSpec
 
 DRAFT_FACTOR = 2  # a JPEG taken whole is decoded at no less than this many times the input size
-# The input sizes a bundle may ask for. Below 16 pixels a network has nothing left to see (the test
-# suite's smallest networks take 16); above 4096 each image alone needs gigabytes as a float tensor,
-# which fails mid-run with a bare MemoryError, while every registered network takes 299 or less.
-MIN_INPUT_SIZE = 16
+# The input sizes a bundle may ask for. 8 pixels is the floor bundles have always had; above 4096
+# each image alone needs gigabytes as a float tensor, which fails mid-run with a bare MemoryError,
+# while every registered network takes 299 or less.
+MIN_INPUT_SIZE = 8
 MAX_INPUT_SIZE = 4096
 
 _INTERPOLATIONS = {
