@@ -504,9 +504,9 @@ def test_a_picture_that_cannot_be_saved_fails_that_file_only(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from deepfake_detector import cli as cli_module
+    from deepfake_detector import outputs
 
-    monkeypatch.setattr(cli_module, "_unique_stem", lambda path: "x" * 300)  # a name no file system takes
+    monkeypatch.setattr(outputs, "unique_stem", lambda path: "x" * 300)  # a name no file system takes
     code, out, err = cli(
         capsys, "predict", media, "--model", trained_bundle, "--annotate", tmp_path / "ann", "--format", "jsonl"
     )
