@@ -560,3 +560,13 @@ def test_serve_names_an_address_it_cannot_listen_on_before_loading(capsys: pytes
         code, _, err = cli(capsys, "serve", "--host", "127.0.0.1", "--port", port)
     assert code == 1
     assert f"127.0.0.1:{port}: cannot listen there" in err and "loading the model" not in err
+
+
+def test_evaluate_says_when_it_leaves_videos_out(
+    capsys: pytest.CaptureFixture[str], trained_bundle: Path, eval_data: Path, tmp_path: Path
+) -> None:
+    data = shutil.copytree(eval_data, tmp_path / "with-video")
+    (data / "fake" / "clip.mp4").write_bytes(b"not decoded: evaluate only counts it")
+    code, _, err = cli(capsys, "evaluate", data, "--model", trained_bundle, "--out", tmp_path / "r", "--quiet")
+    assert code == 0
+    assert f"warning: {data}: 1 video(s) under its real/fake folders are not evaluated" in err

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data.dataset import Sample, load_dataset
+from .data.dataset import Sample, load_dataset, scan_folder
 from .detector import Detector
 from .errors import DatasetError, InvalidArgumentError
 from .media.image import launder as launder_image
@@ -127,6 +127,14 @@ def evaluate(
     detector = model if isinstance(model, Detector) else Detector.load(model)
     t = detector.threshold if threshold is None else threshold
     samples = load_dataset(data)
+    if Path(data).is_dir():
+        videos = len(scan_folder(data, videos=True)) - len(samples)
+        if videos:
+            print(
+                f"warning: {data}: {videos} video(s) under its real/fake folders are not evaluated "
+                "(evaluate judges images; predict and benchmarks/video.py judge videos).",
+                file=sys.stderr,
+            )
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
