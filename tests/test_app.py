@@ -533,3 +533,42 @@ def test_browser_uploads_a_picture_and_sees_the_verdict(trained_bundle: Path, tm
             process.wait()
         log.close()
     assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------- awkward uploads
+
+
+def test_pictures_are_sized_for_the_page_never_to_nothing() -> None:
+    assert logic.page_picture(np.zeros((1, 800, 3), np.uint8), 720).shape == (1, 720, 3)
+    assert logic.page_picture(np.zeros((20000, 3, 3), np.uint8), 320).shape == (logic.MAX_PICTURE_HEIGHT, 1, 3)
+    assert logic.page_picture(np.zeros((100, 100, 3), np.uint8), 320).shape == (320, 320, 3)
+    picture = np.zeros((50, 60, 3), np.uint8)
+    assert logic.page_picture(picture, 60) is picture
+
+
+def test_an_upload_name_cannot_format_the_page() -> None:
+    text = logic.plain_text("[click me](https:evil.example) **bold**.jpg: not an image\nsecond line")
+    assert text == r"\[click me\](https:evil.example) \*\*bold\*\*.jpg: not an image second line"
+
+
+def test_a_video_with_a_name_too_long_for_a_file_system_is_judged(trained_bundle: Path, tmp_path: Path) -> None:
+    frames = [synthetic_image(np.random.default_rng(i), 96, fake=False) for i in range(6)]
+    data = write_video_of(tmp_path / "clip.mp4", frames).read_bytes()
+    name = "видео" * 26 + ".mp4"  # 264 bytes: legal on Windows and macOS, not on Linux
+    judged = logic.judge_upload(Detector.load(trained_bundle, device="cpu"), name, data, 10**8)
+    assert judged.prediction.ok and judged.prediction.path == name
+
+
+def test_a_strip_and_two_uploads_of_one_name_keep_the_page_whole(page: AppTest) -> None:
+    strip = io.BytesIO()
+    Image.new("RGB", (800, 1), (90, 90, 90)).save(strip, "PNG")
+    _upload(page, ("strip.png", strip.getvalue(), "image/png"))
+    assert not page.exception and [m.label for m in page.metric] == METRIC_LABELS
+    _upload(page, ("IMG_0001.png", _png(4), "image/png"), ("IMG_0001.png", _png(5, fake=False), "image/png"))
+    p_fakes = [row for row in page.dataframe[0].value["p_fake"]]
+    shown = []
+    for pick in (0, 1, 0):
+        page.selectbox(key="details").set_value(pick).run()
+        shown.append(_metrics(page))
+    assert not page.exception and len(set(p_fakes)) == 2
+    assert shown[0] == shown[2] != shown[1]  # each upload's own details, though the names are the same

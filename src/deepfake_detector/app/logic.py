@@ -11,11 +11,15 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
+
+import numpy as np
+from PIL import Image
 
 from ..bundle import CONFIG_FILE
 from ..ensemble import ENSEMBLE_FILE
@@ -32,6 +36,10 @@ if TYPE_CHECKING:
     from ..explain import Explanation
 
 SHIPPED_LABEL = "shipped detector (default)"
+# One process serves every visitor, so the page takes what the REST service takes: a
+# 40-megapixel photo decodes to 120 MB of RGB (and several times that with a heat map).
+MAX_PIXELS = 40_000_000
+MAX_PICTURE_HEIGHT = 2000  # pixels on the page: a 3x20000 strip must not make it two million tall
 UPLOAD_TYPES = sorted(s.lstrip(".") for s in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
 TABLE_COLUMNS = ("file", "verdict", "p_fake", "faces", "seconds", "note")
 
@@ -133,7 +141,7 @@ def judge_upload(detector: Detector, name: str, data: bytes, max_bytes: int) -> 
         if kind == "video":
             prediction = _judge_video(detector, name, data)
         else:
-            image = load_image(data, name=name, min_side=detector.decode_size())
+            image = load_image(data, name=name, min_side=detector.decode_size(), max_pixels=MAX_PIXELS)
             prediction = replace(detector.predict(image, keep_media=True), path=name)
     except DeepfakeDetectorError as exc:
         return _failed(name, str(exc), time.perf_counter() - started, kind)
@@ -146,13 +154,32 @@ def judge_upload(detector: Detector, name: str, data: bytes, max_bytes: int) -> 
 def _judge_video(detector: Detector, name: str, data: bytes) -> Prediction:
     """Videos are read from a file (PyAV seeks); the temporary path never shows in results."""
     with tempfile.TemporaryDirectory(prefix="deepfake-detector-") as folder:
-        path = Path(folder) / Path(name).name
+        suffix = Path(name).suffix.lower()  # not the upload's name: it may be longer than a file system allows
+        path = Path(folder) / ("upload" + (suffix if suffix in VIDEO_SUFFIXES else ""))
         path.write_bytes(data)
         try:
             prediction = detector.predict(str(path), keep_media=True)
         except MediaError as exc:
             raise type(exc)(name, exc.reason) from exc  # about the upload, not the temporary copy
     return replace(prediction, path=name)
+
+
+def page_picture(image: np.ndarray, width: int, max_height: int = MAX_PICTURE_HEIGHT) -> np.ndarray:
+    """``image`` resized to ``width`` pixels (its height to at most ``max_height``, never under
+    one pixel), as the page shows it: Streamlit fails on a picture it would draw 0 pixels
+    high (800x1), and sending the browser only what it shows spares memory on large photos."""
+    height, old_width = image.shape[:2]
+    scale = min(width / old_width, max_height / height)
+    size = (max(1, round(old_width * scale)), max(1, round(height * scale)))
+    if size == (old_width, height):
+        return image
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0))
+
+
+def plain_text(text: str) -> str:
+    """``text`` (an error naming an uploaded file) with Markdown's punctuation escaped and
+    line breaks flattened, so a file named ``[x](https://...)`` shows as its name, not a link."""
+    return re.sub(r"([\\`*_\[\]<>$~|#!])", r"\\\1", " ".join(text.splitlines()))
 
 
 def verdict_text(prediction: Prediction) -> str:

@@ -138,10 +138,10 @@ def explanations_of(judged: logic.Judged, model_dir: str) -> list[tuple[str, Exp
             with st.spinner("Computing heat maps…"):
                 judged.explanations = load_explainer(model_dir).explain_prediction(judged.prediction)
         except DeepfakeDetectorError as exc:
-            st.error(f"No heat map for {name}: {exc}")
+            st.error(logic.plain_text(f"No heat map for {name}: {exc}"))
             return None
         except Exception as exc:  # noqa: BLE001 - the page shows a message, never a traceback
-            st.error(f"No heat map for {name}: unexpected error ({type(exc).__name__}: {exc})")
+            st.error(logic.plain_text(f"No heat map for {name}: unexpected error ({type(exc).__name__}: {exc})"))
             return None
     return judged.explanations
 
@@ -149,7 +149,9 @@ def explanations_of(judged: logic.Judged, model_dir: str) -> list[tuple[str, Exp
 def render_picture(name: str, image: np.ndarray, faces: list[FaceResult], explanation: Explanation | None) -> None:
     """One picture with its face boxes and verdicts, under its heat map when one is given."""
     shown = image if explanation is None else np.asarray(explanation.overlay())
-    st.image(draw_faces(shown, faces), caption=name, width=min(PICTURE_WIDTH, max(MIN_PICTURE_WIDTH, image.shape[1])))
+    width = min(PICTURE_WIDTH, max(MIN_PICTURE_WIDTH, image.shape[1]))
+    picture = logic.page_picture(np.asarray(draw_faces(shown, faces)), width)
+    st.image(picture, caption=name, width=picture.shape[1])
     if explanation is None:
         return
     if not explanation.heat_maps or explanation.image_map().max() == 0:
@@ -162,7 +164,7 @@ def render_picture(name: str, image: np.ndarray, faces: list[FaceResult], explan
 def render_result(judged: logic.Judged, prediction: Prediction, model_dir: str, show_heat: bool) -> None:
     """The full view of one upload: metrics, then the picture(s) or the video's timeline."""
     if not prediction.ok:
-        st.error(prediction.error)
+        st.error(logic.plain_text(prediction.error or "not judged"))
         return
     render_metrics(prediction)
     explanations = explanations_of(judged, model_dir) if show_heat else None
@@ -212,7 +214,7 @@ def render_table(predictions: list[Prediction]) -> None:
     )
     failed = [p for p in predictions if not p.ok]
     for prediction in failed:
-        st.error(prediction.error)
+        st.error(logic.plain_text(prediction.error or "not judged"))
 
 
 def main() -> None:
@@ -245,7 +247,7 @@ def main() -> None:
         render_result(judged[0], predictions[0], model_dir, show_heat)
         return
     render_table(predictions)
-    names = [p.path or f"file {i + 1}" for i, p in enumerate(predictions)]
+    names = [f"{i + 1}. {p.path or 'file'}" for i, p in enumerate(predictions)]  # unique: two uploads may share a name
     pick = st.selectbox("Details for", range(len(names)), format_func=names.__getitem__, key="details")
     render_result(judged[pick], predictions[pick], model_dir, show_heat)
 
