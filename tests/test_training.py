@@ -400,11 +400,3 @@ def test_cli_trains_with_part_self_blends(
     reals = len(list((synthetic_train / "real").rglob("*.png")))
     assert len(looked_at) == reals > 0
     assert json.loads((out / CONFIG_FILE).read_text())["training"]["config"]["self_blend_parts"] == 0.5
-
-
-def test_every_training_option_has_a_declared_kind() -> None:
-    from dataclasses import fields
-
-    from deepfake_detector.training import _FIELD_TYPES
-
-    assert set(_FIELD_TYPES) == {f.name for f in fields(TrainConfig)}

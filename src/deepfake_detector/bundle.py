@@ -8,8 +8,6 @@ a temporary folder beside the target is filled, then renamed into place.
 from __future__ import annotations
 
 import json
-import math
-import numbers
 import os
 import shutil
 import uuid
@@ -20,6 +18,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .checks import is_finite
 from .errors import BundleError, DeepfakeDetectorError, UnknownModelError
 from .preprocess import Preprocessing
 from .results import LABELS
@@ -77,12 +76,7 @@ class BundleConfig:
         if self.output not in OUTPUTS:
             raise BundleError(f"config output must be one of {OUTPUTS}; got {self.output!r}.")
         threshold = self.threshold
-        if (
-            isinstance(threshold, bool)
-            or not isinstance(threshold, numbers.Real)
-            or not math.isfinite(threshold)
-            or not 0.0 <= threshold <= 1.0
-        ):
+        if not is_finite(threshold) or not 0.0 <= threshold <= 1.0:
             raise BundleError(f"config threshold must be a number in [0, 1]; got {threshold!r}.")
         self.threshold = float(threshold)
         try:

@@ -21,7 +21,6 @@ members' bundle files and ``ensemble.json``, then is renamed into place.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePath
@@ -31,6 +30,7 @@ import numpy as np
 from torch import nn
 
 from .bundle import CONFIG_FILE, WEIGHTS_FILE, BundleConfig, load_bundle, replace_folder
+from .checks import is_finite
 from .errors import BundleError, DeepfakeDetectorError, InvalidArgumentError
 from .faces.crop import CropSpec
 from .threshold import Reencode, check_reencode, check_uncertain
@@ -51,11 +51,6 @@ def clipped_logit(p: np.ndarray) -> np.ndarray:
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     """``1 / (1 + exp(-z))`` without overflow for large ``|z|``."""
     return np.exp(-np.logaddexp(0.0, -z))
-
-
-def _is_finite_number(value: Any) -> bool:
-    """A finite int or float but no bool: JSON ``true`` is a mistake here, not a 1."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -92,20 +87,20 @@ class EnsembleConfig:
             raise BundleError(f"combine must be one of {COMBINE_MODES}; got {self.combine!r}.")
         if self.combine == "logistic":
             coefficients = self.coefficients
-            if not isinstance(coefficients, list) or not all(_is_finite_number(c) for c in coefficients):
+            if not isinstance(coefficients, list) or not all(is_finite(c) for c in coefficients):
                 raise BundleError(f"combine 'logistic' needs coefficients, a list of numbers; got {coefficients!r}.")
             if len(coefficients) != len(self.members):
                 raise BundleError(
                     f"combine 'logistic' needs one coefficient per member: {len(self.members)} member(s) "
                     f"but {len(coefficients)} coefficient(s)."
                 )
-            if not _is_finite_number(self.intercept):
+            if not is_finite(self.intercept):
                 raise BundleError(f"combine 'logistic' needs an intercept, a number; got {self.intercept!r}.")
             self.coefficients = [float(c) for c in coefficients]
             self.intercept = float(self.intercept)  # type: ignore[arg-type]
         elif self.coefficients is not None or self.intercept is not None:
             raise BundleError("coefficients and intercept belong to combine 'logistic'; set them to null for 'mean'.")
-        if not _is_finite_number(self.threshold) or not 0.0 <= self.threshold <= 1.0:
+        if not is_finite(self.threshold) or not 0.0 <= self.threshold <= 1.0:
             raise BundleError(f"threshold must be a number in [0, 1]; got {self.threshold!r}.")
         self.threshold = float(self.threshold)
         try:

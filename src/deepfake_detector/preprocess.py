@@ -8,8 +8,6 @@ images, or the :class:`~deepfake_detector.faces.crop.CropSpec` its face crops we
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .checks import is_finite, is_whole
 from .errors import BundleError, DeepfakeDetectorError
 from .faces.crop import CropSpec
 
@@ -54,8 +53,7 @@ class Preprocessing:
                 f"preprocessing.interpolation must be one of {sorted(_INTERPOLATIONS)}; got {self.interpolation!r}."
             )
         size = self.input_size
-        whole = isinstance(size, numbers.Integral) and not isinstance(size, bool)
-        if not whole or not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE:
+        if not is_whole(size) or not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE:
             raise BundleError(
                 f"preprocessing.input_size must be a whole number of pixels from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}; "
                 f"got {size!r}."
@@ -152,9 +150,6 @@ def _per_channel(name: str, values: Any, *, positive: bool) -> tuple[float, floa
     except TypeError:
         items = ()
     kind = "positive" if positive else "finite"
-    if len(items) != 3 or not all(
-        not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v) and (v > 0 or not positive)
-        for v in items
-    ):
+    if len(items) != 3 or not all(is_finite(v) and (v > 0 or not positive) for v in items):
         raise BundleError(f"preprocessing.{name} must be three {kind} numbers, one per RGB channel; got {values!r}.")
     return (float(items[0]), float(items[1]), float(items[2]))

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
+from .checks import is_seed
 from .errors import DatasetError, DeepfakeDetectorError, InvalidArgumentError, UnknownModelError
 from .faces.crop import CropSpec
 
@@ -161,7 +162,7 @@ def _data_step(table: dict[str, Any]) -> DataStep:
     except InvalidArgumentError as exc:
         raise InvalidArgumentError(f"[data] crop_margin: {exc}") from exc
     seed = step.seed
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+    if not is_seed(seed):
         raise InvalidArgumentError(f"[data] seed must be a whole number from 0 to 2**32 - 1; got {seed!r}.")
     step.sets = list(sets)
     return step

@@ -5,12 +5,12 @@ Kept in one place so that train, evaluate, predict and every front end agree.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
+from .checks import is_finite, is_whole
 from .errors import InvalidArgumentError
 from .results import LABEL_FAKE, LABEL_REAL, LABEL_UNCERTAIN
 
@@ -61,9 +61,9 @@ def check_reencode(spec: Any) -> Reencode | None:
             f"reencode must be null or an object with 'jpeg_qualities' and 'scales'; got {spec!r}."
         )
     qualities, scales = spec.get("jpeg_qualities", []), spec.get("scales", [])
-    if not isinstance(qualities, list) or not all(_is_number(q, int) and 1 <= q <= 100 for q in qualities):
+    if not isinstance(qualities, list) or not all(is_whole(q) and 1 <= q <= 100 for q in qualities):
         raise InvalidArgumentError(f"reencode jpeg_qualities must be a list of integers 1..100; got {qualities!r}.")
-    if not isinstance(scales, list) or not all(_is_number(s, (int, float)) and 0 < s <= 1 for s in scales):
+    if not isinstance(scales, list) or not all(is_finite(s) and 0 < s <= 1 for s in scales):
         raise InvalidArgumentError(f"reencode scales must be a list of numbers in (0, 1]; got {scales!r}.")
     if not qualities and not scales:
         raise InvalidArgumentError("reencode must name at least one copy (jpeg_qualities or scales); use null for off.")
@@ -92,11 +92,6 @@ def label_under_copies(
     return (LABEL_UNCERTAIN if flips else label), flips
 
 
-def _is_number(value: Any, kinds: type | tuple[type, ...]) -> bool:
-    """An instance of ``kinds`` but no bool: JSON true is a mistake in a list of numbers, not a 1."""
-    return isinstance(value, kinds) and not isinstance(value, bool)
-
-
 def confidence_for(p_fake: float, threshold: float) -> float:
     """How firmly ``p_fake`` sits on its side of the threshold, from 0.5 (at the threshold)
     to 1 (p_fake 0 for a real verdict, 1 for a fake one), linear on each side.
@@ -115,7 +110,7 @@ def confidence_for(p_fake: float, threshold: float) -> float:
 def check_max_fpr(max_fpr: Any) -> float | None:
     """The bound on the share of validation reals called fake: ``None`` (no bound) or a number
     in [0, 1]; checked by type too, as a recipe can hold any TOML value."""
-    if max_fpr is not None and (not _is_number(max_fpr, numbers.Real) or not 0.0 <= max_fpr <= 1.0):
+    if max_fpr is not None and (not is_finite(max_fpr) or not 0.0 <= max_fpr <= 1.0):
         raise InvalidArgumentError(f"max_fpr must be a number in [0, 1]; got {max_fpr!r}.")
     return None if max_fpr is None else float(max_fpr)
 
@@ -123,7 +118,7 @@ def check_max_fpr(max_fpr: Any) -> float | None:
 def check_uncertain_share(share: Any) -> float:
     """The share of validation scores the uncertain band holds: a number in [0, 1), since a band
     holding every score would leave no verdict."""
-    if not _is_number(share, numbers.Real) or not 0.0 <= share < 1.0:
+    if not is_finite(share) or not 0.0 <= share < 1.0:
         raise InvalidArgumentError(f"uncertain_share must be a number in [0, 1); got {share!r}.")
     return float(share)
 

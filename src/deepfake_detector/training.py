@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .bundle import BundleConfig, check_output_dir, p_fake_from_logits, save_bundle
 from .checkpoint import load_checkpoint, remove_checkpoint, restore_checkpoint, save_checkpoint
+from .checks import is_finite, is_seed, is_whole
 from .data.augment import parse_augment
 from .data.dataset import Sample, class_counts, load_dataset, scanned_as_data, stratified_split
 from .data.self_blend import SelfBlendConfig, crop_landmarks
@@ -160,7 +161,7 @@ class TrainConfig:
             raise InvalidArgumentError(f"weight_decay must be 0 or a positive number; got {cfg.weight_decay!r}.")
         if not 0.0 < cfg.val_fraction < 1.0:
             raise InvalidArgumentError(f"val_fraction must lie strictly between 0 and 1; got {cfg.val_fraction!r}.")
-        if not 0 <= cfg.seed < 2**32:
+        if not is_seed(cfg.seed):
             raise InvalidArgumentError(f"seed must be a whole number from 0 to 2**32 - 1; got {cfg.seed}.")
         if cfg.crop_margin is not None and cfg.crop_margin < 0:
             raise InvalidArgumentError(f"crop_margin must be 0 or a positive number; got {cfg.crop_margin!r}.")
@@ -168,27 +169,11 @@ class TrainConfig:
         return cfg
 
 
-# What each option must hold (a recipe is TOML, so anything can arrive): int options take whole
-# numbers, float options any real number, str options text; None means "the default" for all.
-_FIELD_TYPES: dict[str, type] = {
-    "epochs": int,
-    "batch_size": int,
-    "seed": int,
-    "patience": int,
-    "workers": int,
-    "lr": float,
-    "weight_decay": float,
-    "val_fraction": float,
-    "crop_margin": float,
-    "self_blend": float,
-    "self_blend_parts": float,
-    "pretrained": bool,
-    "imagenet_init": bool,
-    **{
-        name: str
-        for name in ("data", "out", "arch", "optimizer", "schedule", "augment", "val_dir", "init_weights", "device")
-    },
-}
+# What each option must hold (a recipe is TOML, so anything can arrive), read from TrainConfig's
+# own annotations ("int | None" -> int): int options take whole numbers, float options any finite
+# number, str options text; None means "the default" for all.
+_KINDS = {"int": int, "float": float, "str": str, "bool": bool}
+_FIELD_TYPES: dict[str, type] = {f.name: _KINDS[str(f.type).split(" | ")[0]] for f in fields(TrainConfig)}
 
 
 def _check_type(name: str, value: Any, kind: type) -> None:
@@ -198,9 +183,9 @@ def _check_type(name: str, value: Any, kind: type) -> None:
     if kind is bool:
         ok = isinstance(value, bool)
     elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
+        ok = is_whole(value)
     elif kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = is_finite(value)
     else:
         ok = isinstance(value, (str, os.PathLike))
     if not ok:

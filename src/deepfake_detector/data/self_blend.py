@@ -22,8 +22,6 @@ crops made by ``crop-faces`` (the face box centred, with a margin).
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -31,6 +29,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..checks import is_finite
 from ..errors import InvalidArgumentError
 from ..faces.base import FaceDetector, check_image
 
@@ -136,9 +135,9 @@ _RANGES = (
 
 
 def _amount(name: str, value: object, low: float, high: float, *, open_low: bool = False) -> float:
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        number = float(value)
-        if math.isfinite(number) and (low < number if open_low else low <= number) and number <= high:
+    if is_finite(value):
+        number = float(value)  # type: ignore[arg-type]
+        if (low < number if open_low else low <= number) and number <= high:
             return number
     bounds = f"{'(' if open_low else '['}{low:g}, {high:g}]"
     raise InvalidArgumentError(f"{name} must be a number in {bounds}; got {value!r}.")

@@ -8,12 +8,12 @@ value that can be stored with a model bundle, so prediction crops as training di
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 
+from ..checks import is_finite
 from ..errors import InvalidArgumentError
 from .base import FaceBox, check_image
 
@@ -35,12 +35,7 @@ class CropSpec:
 
     def __post_init__(self) -> None:
         margin = self.margin
-        if (
-            isinstance(margin, bool)
-            or not isinstance(margin, numbers.Real)
-            or not math.isfinite(margin)
-            or not 0.0 <= margin <= MAX_MARGIN
-        ):
+        if not is_finite(margin) or not 0.0 <= margin <= MAX_MARGIN:
             raise InvalidArgumentError(f"margin must be a number from 0 to {MAX_MARGIN:g}; got {margin!r}.")
         if not isinstance(self.square, (bool, np.bool_)):
             raise InvalidArgumentError(f"square must be true or false; got {self.square!r}.")

@@ -16,12 +16,12 @@ docs/faces.md) true faces had a median ``w`` near 6 (score 0.88) and false detec
 from __future__ import annotations
 
 import math
-import numbers
 import threading
 from typing import Any
 
 import numpy as np
 
+from ..checks import is_finite
 from ..errors import InvalidArgumentError, MissingDependencyError
 from .base import FaceBox, check_image, check_positive_int, finish, shrink
 
@@ -68,7 +68,7 @@ class HaarDetector:
     ) -> None:
         if device not in ("cpu", "auto"):
             raise InvalidArgumentError(f"The 'haar' face detector runs on the CPU only; got device={device!r}.")
-        if not isinstance(scale_factor, numbers.Real) or isinstance(scale_factor, bool) or not 1 < scale_factor <= 2:
+        if not is_finite(scale_factor) or not 1 < scale_factor <= 2:
             raise InvalidArgumentError(f"scale_factor must be a number in (1, 2]; got {scale_factor!r}.")
         self.scale_factor = float(scale_factor)
         self.min_neighbors = check_positive_int("min_neighbors", min_neighbors, 0)

@@ -19,6 +19,7 @@ from typing import IO
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
+from ..checks import is_whole
 from ..errors import (
     CorruptMediaError,
     EmptyFileError,
@@ -91,9 +92,9 @@ def load_image(
     of the full-size picture and a copy back to Pillow; the pixels are the same as resizing
     the returned array would give.
     """
-    if not _is_int(max_pixels) or max_pixels < 1:
+    if not is_whole(max_pixels) or max_pixels < 1:
         raise InvalidArgumentError(f"max_pixels must be a positive integer; got {max_pixels!r}.")
-    if min_side is not None and (not _is_int(min_side) or min_side < 1):
+    if min_side is not None and (not is_whole(min_side) or min_side < 1):
         raise InvalidArgumentError(f"min_side must be a positive integer or None; got {min_side!r}.")
     _check_background(background)
 
@@ -157,7 +158,7 @@ def launder(image: np.ndarray, *, max_side: int = 512, quality: int = 80) -> np.
     loss: the longer side becomes at most ``max_side`` (never upscaled), then the image is
     JPEG-encoded at ``quality`` and decoded again. Returns ``HxWx3`` uint8 RGB.
     """
-    if not _is_int(max_side) or max_side < 1:
+    if not is_whole(max_side) or max_side < 1:
         raise InvalidArgumentError(f"max_side must be a positive integer; got {max_side!r}.")
     picture = Image.fromarray(_array_to_rgb(image, "<array>", _WHITE, None))
     width, height = picture.size
@@ -177,7 +178,7 @@ def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
 
 def _jpeg_bytes(picture: Image.Image, quality: int) -> bytes:
     """Encode an RGB Pillow image as JPEG at ``quality`` (1 to 100)."""
-    if not _is_int(quality) or not 1 <= quality <= 100:
+    if not is_whole(quality) or not 1 <= quality <= 100:
         raise InvalidArgumentError(f"quality must be an integer from 1 to 100; got {quality!r}.")
     buffer = io.BytesIO()
     picture.save(buffer, format="JPEG", quality=int(quality))
@@ -189,14 +190,9 @@ def _check_background(background: tuple[int, int, int]) -> None:
     if (
         not isinstance(background, (tuple, list))
         or len(background) != 3
-        or not all(_is_int(v) and 0 <= v <= 255 for v in background)
+        or not all(is_whole(v) and 0 <= v <= 255 for v in background)
     ):
         raise InvalidArgumentError(f"background must be a tuple of three integers from 0 to 255; got {background!r}.")
-
-
-def _is_int(value: object) -> bool:
-    """Whether ``value`` is an integer (Python or numpy), not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _check_size(label: str, width: int, height: int, max_pixels: int) -> None:
@@ -332,7 +328,7 @@ def _exif_orientation(picture: Image.Image) -> int:
             value = picture.getexif().get(ExifTags.Base.Orientation, 1)
         except _DECODE_ERRORS:
             return 1
-    return value if _is_int(value) and 1 <= value <= 8 else 1
+    return value if is_whole(value) and 1 <= value <= 8 else 1
 
 
 @contextmanager

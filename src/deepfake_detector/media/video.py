@@ -30,6 +30,7 @@ from av.stream import Disposition
 from av.video.frame import VideoFrame as AVVideoFrame
 from av.video.stream import VideoStream
 
+from ..checks import is_whole
 from ..errors import (
     CorruptMediaError,
     EmptyFileError,
@@ -61,11 +62,6 @@ def is_video_path(path: str | os.PathLike[str]) -> bool:
     return os.path.splitext(os.fspath(path))[1].lower() in VIDEO_SUFFIXES
 
 
-def _is_int(value: object) -> bool:
-    """Whether ``value`` is an integer (Python or numpy), not a bool."""
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
 @dataclass(frozen=True)
 class FrameSampling:
     """Which decoded frames :func:`iter_frames` returns; a detector rarely needs them all.
@@ -90,7 +86,7 @@ class FrameSampling:
             object.__setattr__(self, "max_frames", DEFAULT_MAX_FRAMES)
         for name in ("every_n", "max_frames"):
             value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value < 1):
+            if value is not None and (not is_whole(value) or value < 1):
                 raise InvalidArgumentError(f"{name} must be a positive integer; got {value!r}.")
         rate = self.per_second
         if rate is not None and (
@@ -357,7 +353,7 @@ def _check_size(label: str, width: int, height: int, max_pixels: int) -> None:
 
 def _check_max_pixels(max_pixels: int) -> None:
     """Refuse a pixel limit that is not a positive integer, before touching the file."""
-    if not _is_int(max_pixels) or max_pixels < 1:
+    if not is_whole(max_pixels) or max_pixels < 1:
         raise InvalidArgumentError(f"max_pixels must be a positive integer; got {max_pixels!r}.")
 
 
