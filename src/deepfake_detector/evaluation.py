@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 
 from .data.dataset import Sample, load_dataset, scan_folder
 from .detector import Detector
-from .errors import DatasetError, InvalidArgumentError
+from .errors import DatasetError
+from .media.files import make_folder
 from .media.image import launder as launder_image
 from .media.image import load_image
 from .metrics import compute_metrics
@@ -135,12 +136,7 @@ def evaluate(
                 "(evaluate judges images; predict and benchmarks/video.py judge videos).",
                 file=sys.stderr,
             )
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # a file of that name, or a folder that cannot be made
-        reason = "is a file, not a folder" if out.is_file() else f"cannot create the folder ({exc.strerror or exc})"
-        raise InvalidArgumentError(f"{out}: {reason}; --out / out_dir names the folder for the report.") from exc
+    out = make_folder(out_dir, "the report's folder (--out)")
 
     variants = [("as-is", False)] + ([("laundered", True)] if launder else [])
     sections: list[dict[str, Any]] = []

@@ -22,6 +22,7 @@ from .data.dataset import scan_folder
 from .errors import DeepfakeDetectorError, InvalidArgumentError
 from .faces.base import FaceBox, FaceDetector
 from .faces.crop import CropSpec, crop_face
+from .media.files import make_folder
 from .media.image import load_image
 from .media.video import FrameSampling, is_video_path, iter_frames
 
@@ -88,13 +89,11 @@ def crop_faces_dataset(
             f"{dst}: lies inside the folder being cropped ({src}); its crops would be scanned as data "
             "(under the class folder they land in) by the next run. Choose a folder outside it."
         )
-    if dst.exists() and not dst.is_dir():
-        raise InvalidArgumentError(f"{dst}: is a file, not a folder for the crops.")
     detector = create_face_detector(face_detector) if isinstance(face_detector, str) else face_detector
     sampling = sampling or FrameSampling()
     samples = scan_folder(src, videos=True)
     report = CropReport()
-    dst.mkdir(parents=True, exist_ok=True)
+    make_folder(dst, "the folder for the crops")
     record: dict[str, Any] = {
         "crop": spec.to_dict(),
         "face_detector": getattr(detector, "name", str(face_detector)),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 from .errors import InvalidArgumentError
+from .media.files import make_folder
 from .results import Prediction
 
 MAX_STEM_BYTES = 100  # bytes of an input's name kept in the names of files written about it
@@ -98,10 +99,7 @@ class RunOutputs:
         self.explain = Path(explain) if explain else None
         for folder in (self.crops, self.annotate, self.explain):
             if folder is not None:
-                try:
-                    folder.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise InvalidArgumentError(f"{folder}: cannot create the folder ({exc.strerror}).") from exc
+                make_folder(folder, "a folder for saved pictures")
 
         self.unsaved: list[str] = []
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 from .checks import is_seed
 from .errors import DatasetError, DeepfakeDetectorError, InvalidArgumentError, UnknownModelError
 from .faces.crop import CropSpec
+from .media.files import make_folder
 
 if TYPE_CHECKING:
     from .training import TrainConfig
@@ -399,15 +400,7 @@ def rebuild(
     missing = [name for name in step.sets if not (data_root / name).is_dir()]
     if missing:
         raise DatasetError(f"{data_root}: no folder for set(s) {missing}, named in {recipe_path} [data] sets.")
-    try:
-        work_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # a file of that name, or a folder that cannot be made
-        reason = (
-            "is a file, not a folder" if work_dir.is_file() else f"cannot create the folder ({exc.strerror or exc})"
-        )
-        raise InvalidArgumentError(
-            f"{work_dir}: {reason}; [data] work or --work names the rebuild's work folder."
-        ) from exc
+    make_folder(work_dir, "the rebuild's work folder ([data] work or --work)")
     started = time.perf_counter()
     crops = crop_sets(step, data_root, work_dir)
     manifests = write_parts(step, data_root, crops, work_dir)

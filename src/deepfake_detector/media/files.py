@@ -18,6 +18,19 @@ def is_media_path(path: str | os.PathLike[str]) -> bool:
     return is_image_path(path) or is_video_path(path)
 
 
+def make_folder(folder: str | os.PathLike[str], role: str) -> Path:
+    """``folder``, made if missing. A file of that name, or a folder that cannot be made, is an
+    InvalidArgumentError naming it and ``role`` (what it was given as), not the OS's bare
+    "File exists"."""
+    path = Path(folder)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = "is a file, not a folder" if path.is_file() else f"cannot create the folder ({exc.strerror or exc})"
+        raise InvalidArgumentError(f"{path}: {reason}; it was given as {role}.") from exc
+    return path
+
+
 def images_below(folder: str | os.PathLike[str], *, videos: bool = False) -> list[Path]:
     """Every file with an image suffix (and a video one, if asked) below ``folder``, sorted."""
     wanted = is_media_path if videos else is_image_path
