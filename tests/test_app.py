@@ -572,3 +572,11 @@ def test_a_strip_and_two_uploads_of_one_name_keep_the_page_whole(page: AppTest) 
         shown.append(_metrics(page))
     assert not page.exception and len(set(p_fakes)) == 2
     assert shown[0] == shown[2] != shown[1]  # each upload's own details, though the names are the same
+
+
+def test_the_page_takes_pictures_up_to_its_pixel_limit(trained_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logic, "MAX_PIXELS", 100 * 100)
+    detector = Detector.load(trained_bundle, device="cpu")
+    assert logic.judge_upload(detector, "small.png", _png(1, size=100), 10**7).prediction.ok
+    big = logic.judge_upload(detector, "big.png", _png(1, size=101), 10**7).prediction
+    assert not big.ok and big.error.startswith("big.png: ") and "over the limit of 10,000 pixels" in big.error
