@@ -300,15 +300,8 @@ class Detector:
         return max(preprocessing.decode_side for preprocessing, _ in self._steps)
 
     def _loader(self, opts: Options) -> Loader:
-        """How an image source is read under ``opts``: at reduced scale where :meth:`decode_size`
-        allows, and, when nothing needs the full picture (faces off, no re-encoded copies, no
-        kept media) and every member takes one input size, shrunk to it while still a Pillow
-        picture (``load_image(fit=...)``): the same pixels, without the full-size array."""
-        sizes = {(p.input_size, p.interpolation) for p, _ in self._steps}
-        fit = None
-        if not self.uses_faces(opts.faces) and opts.reencode is None and not opts.keep_media and len(sizes) == 1:
-            fit = self._steps[0][0].resize_picture
-        return functools.partial(load_image, min_side=self.decode_size(opts.faces), fit=fit)
+        """How an image source is read under ``opts``: at reduced scale where :meth:`decode_size` allows."""
+        return functools.partial(load_image, min_side=self.decode_size(opts.faces))
 
     def _options(
         self,

@@ -12,7 +12,7 @@ import io
 import os
 import struct
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO
 
@@ -73,7 +73,6 @@ def load_image(
     background: tuple[int, int, int] = _WHITE,
     name: str | None = None,
     min_side: int | None = None,
-    fit: Callable[[Image.Image], Image.Image] | None = None,
 ) -> np.ndarray:
     """Read ``source`` as an ``HxWx3`` C-contiguous uint8 RGB array (always a fresh array).
 
@@ -86,11 +85,6 @@ def load_image(
     may be decoded at a reduced scale (1/2, 1/4 or 1/8, Pillow's draft mode, done inside the
     JPEG decoder and several times faster) as long as both sides stay at least ``min_side``.
     Other formats, and arrays or Pillow images handed in, keep their full size.
-
-    ``fit``: a resize the caller would apply next (``Preprocessing.resize_picture``), applied
-    here to the RGB Pillow picture before it becomes an array, which saves making the array
-    of the full-size picture and a copy back to Pillow; the pixels are the same as resizing
-    the returned array would give.
     """
     if not is_whole(max_pixels) or max_pixels < 1:
         raise InvalidArgumentError(f"max_pixels must be a positive integer; got {max_pixels!r}.")
@@ -99,16 +93,16 @@ def load_image(
     _check_background(background)
 
     if isinstance(source, np.ndarray):
-        return _fitted(_array_to_rgb(source, name or "<array>", background, max_pixels), fit)
+        return _array_to_rgb(source, name or "<array>", background, max_pixels)
     if isinstance(source, Image.Image):
         label = name or "<PIL image>"
-        return _pil_to_rgb(_decoded(source, label, max_pixels), label, background, fit)
+        return _pil_to_rgb(_decoded(source, label, max_pixels), label, background)
     if isinstance(source, (bytes, bytearray, memoryview)):
         label = name or "<bytes>"
         data = bytes(source)
         if not data:
             raise EmptyFileError(label, "no data (0 bytes)")
-        return _read(io.BytesIO(data), label, max_pixels, background, min_side, fit)
+        return _read(io.BytesIO(data), label, max_pixels, background, min_side)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         label = name or path or "'' (an empty path)"
@@ -125,7 +119,7 @@ def load_image(
         with handle:
             if os.fstat(handle.fileno()).st_size == 0:
                 raise EmptyFileError(label, "file is empty (0 bytes)")
-            return _read(handle, label, max_pixels, background, min_side, fit)
+            return _read(handle, label, max_pixels, background, min_side)
     raise UnsupportedMediaError(
         name or f"<{type(source).__name__}>",
         "expected a file path, bytes, a PIL image or a numpy array",
@@ -235,7 +229,6 @@ def _read(
     max_pixels: int,
     background: tuple[int, int, int],
     min_side: int | None = None,
-    fit: Callable[[Image.Image], Image.Image] | None = None,
 ) -> np.ndarray:
     """Identify, decode and convert the image in ``stream``; the Pillow image is closed after."""
     with _pillow_errors(label), _quiet_exif():  # a JPEG without JFIF density reads EXIF here for its DPI
@@ -243,7 +236,7 @@ def _read(
     with picture:
         if picture.format == "JPEG":
             _check_jpeg_data(label, stream, picture.width, picture.height)
-        return _pil_to_rgb(_decoded(picture, label, max_pixels, min_side, owned=True), label, background, fit)
+        return _pil_to_rgb(_decoded(picture, label, max_pixels, min_side, owned=True), label, background)
 
 
 def _check_jpeg_data(label: str, stream: IO[bytes], width: int, height: int) -> None:
@@ -343,35 +336,22 @@ def _quiet_exif() -> Iterator[None]:
         yield
 
 
-def _pil_to_rgb(
-    picture: Image.Image,
-    label: str,
-    background: tuple[int, int, int],
-    fit: Callable[[Image.Image], Image.Image] | None = None,
-) -> np.ndarray:
-    """Convert a decoded image of any pixel mode to an ``HxWx3`` uint8 RGB array (``fit``
-    applied to it: on the RGB picture itself where the mode allows, else to the array)."""
+def _pil_to_rgb(picture: Image.Image, label: str, background: tuple[int, int, int]) -> np.ndarray:
+    """Convert a decoded image of any pixel mode to an ``HxWx3`` uint8 RGB array."""
     mode = picture.mode
     if mode in _ALPHA_MODES or (mode in _KEYED_TRANSPARENCY_MODES and "transparency" in picture.info):
-        return _fitted(_composite(picture.convert("RGBA"), background), fit)
+        return _composite(picture.convert("RGBA"), background)
     if mode in _SIXTEEN_BIT_MODES:
         # "I" may hold anything a 32-bit integer can; values outside 0..65535 are clipped.
         values = np.clip(np.asarray(picture), 0, 65535).astype(np.uint32)
-        return _fitted(_gray_to_rgb(((values + 128) // 257).astype(np.uint8)), fit)
+        return _gray_to_rgb(((values + 128) // 257).astype(np.uint8))
     if mode == "F":
-        return _fitted(_gray_to_rgb(_float_to_uint8(np.asarray(picture))), fit)
+        return _gray_to_rgb(_float_to_uint8(np.asarray(picture)))
     try:
-        rgb = picture.convert("RGB")
+        rgb = picture if mode == "RGB" else picture.convert("RGB")  # convert() would copy an RGB picture
     except ValueError as exc:
         raise UnsupportedMediaError(label, f"pixel mode {mode!r} cannot be converted to RGB") from exc
-    return np.array(rgb if fit is None else fit(rgb), dtype=np.uint8, order="C")
-
-
-def _fitted(rgb: np.ndarray, fit: Callable[[Image.Image], Image.Image] | None) -> np.ndarray:
-    """``fit`` applied to an RGB array through Pillow (the array itself without one)."""
-    if fit is None:
-        return rgb
-    return np.array(fit(Image.fromarray(rgb)), dtype=np.uint8, order="C")
+    return np.array(rgb, dtype=np.uint8, order="C")
 
 
 def _composite(rgba: Image.Image, background: tuple[int, int, int]) -> np.ndarray:
