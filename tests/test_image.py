@@ -7,6 +7,7 @@ import os
 import struct
 import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -163,17 +164,38 @@ def test_broken_exif_in_a_png_means_no_orientation(tmp_path: Path, block: bytes)
 
 
 def test_broken_exif_in_a_camera_jpeg_is_quiet(tmp_path: Path) -> None:
-    # Without a JFIF segment (as cameras write them) Pillow reads the EXIF already on opening.
+    for array in _load_every_way(_camera_jpeg_with_broken_exif(tmp_path)):
+        _assert_rgb(array, (48, 64))
+        assert _close(array[24, 32], RED, 12)
+
+
+def _camera_jpeg_with_broken_exif(folder: Path) -> Path:
+    """A JPEG without a JFIF segment (as cameras write them), whose EXIF Pillow reads on opening
+    and finds cut short."""
     stored = io.BytesIO()
     cut_ifd = b"MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12"  # five entries announced, one begun
     Image.new("RGB", (64, 48), RED).save(stored, "JPEG", exif=b"Exif\x00\x00" + cut_ifd, quality=95)
     jpeg = stored.getvalue()
     assert jpeg[2:4] == b"\xff\xe0"  # the JFIF segment, dropped below
-    path = tmp_path / "camera.jpg"
+    path = folder / "camera.jpg"
     path.write_bytes(jpeg[:2] + jpeg[4 + int.from_bytes(jpeg[4:6], "big") :])
-    for array in _load_every_way(path):
-        _assert_rgb(array, (48, 64))
-        assert _close(array[24, 32], RED, 12)
+    return path
+
+
+def test_reading_in_many_threads_keeps_the_callers_warning_filters(tmp_path: Path) -> None:
+    """Decoding threads silence Pillow's warnings while they read; afterwards the filter list is
+    the caller's again, including a filter the caller added while they were reading."""
+    path = _camera_jpeg_with_broken_exif(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a Pillow warning that got through would fail a read
+        before = list(warnings.filters)
+        with ThreadPoolExecutor(8) as pool:
+            reads = [pool.submit(load_image, path) for _ in range(300)]
+            warnings.filterwarnings("ignore", message="added while reading")
+            ours = warnings.filters[0]
+            arrays = [read.result() for read in reads]
+        assert all(a.shape == (48, 64, 3) for a in arrays)
+        assert warnings.filters == [ours, *before]
 
 
 def test_orientation_is_applied_when_the_rest_of_the_exif_is_damaged(tmp_path: Path) -> None:

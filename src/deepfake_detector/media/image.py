@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -202,13 +203,8 @@ def _check_size(label: str, width: int, height: int, max_pixels: int) -> None:
 
 @contextmanager
 def _pillow_errors(label: str) -> Iterator[None]:
-    """Translate Pillow's exceptions into our errors.
-
-    Pillow's decompression-bomb warning is silenced: ``max_pixels`` is checked from the
-    header before decoding, so our limit, not Pillow's global one, decides.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    """Translate Pillow's exceptions into our errors, with Pillow's own warnings quiet (``_quiet_pillow``)."""
+    with _quiet_pillow:
         try:
             yield
         except MediaError:
@@ -223,6 +219,47 @@ def _pillow_errors(label: str) -> Iterator[None]:
             raise CorruptMediaError(label, f"image data is truncated or damaged ({exc})") from exc
 
 
+class _QuietPillow:
+    """While any thread reads an image, silence two kinds of Pillow warning process-wide:
+
+    - the decompression-bomb warning: ``max_pixels`` is checked from the header before
+      decoding, so our limit, not Pillow's global one, decides;
+    - the EXIF (TIFF directory) parser's warnings about damaged blocks: damaged EXIF is read
+      as no orientation, so "Corrupt EXIF data" on the user's stderr would only alarm them.
+
+    ``warnings.catch_warnings`` would save and restore the whole filter list, which decoding
+    threads entering and leaving at once scramble (our filters left on for good, or a filter
+    the caller added meanwhile lost). Instead the first reader adds these filters, unless the
+    caller has them already, and the last one removes what it added, under a lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._readers = 0
+        self._added: list[tuple[object, ...]] = []
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._readers == 0:
+                before = list(warnings.filters)
+                warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+                warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin$")
+                self._added = [entry for entry in warnings.filters if entry not in before]
+            self._readers += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            self._readers -= 1
+            if self._readers == 0:
+                for entry in self._added:
+                    if entry in warnings.filters:
+                        warnings.filters.remove(entry)
+                self._added = []
+
+
+_quiet_pillow = _QuietPillow()
+
+
 def _read(
     stream: IO[bytes],
     label: str,
@@ -231,7 +268,7 @@ def _read(
     min_side: int | None = None,
 ) -> np.ndarray:
     """Identify, decode and convert the image in ``stream``; the Pillow image is closed after."""
-    with _pillow_errors(label), _quiet_exif():  # a JPEG without JFIF density reads EXIF here for its DPI
+    with _pillow_errors(label):  # a JPEG without JFIF density reads EXIF here for its DPI
         picture = Image.open(stream, formats=_FORMATS)
     with picture:
         if picture.format == "JPEG":
@@ -316,24 +353,12 @@ def _exif_orientation(picture: Image.Image) -> int:
     bytes) or holds no valid orientation must not cost the user a picture whose pixels
     decode, so it counts as no orientation.
     """
-    with _quiet_exif():
+    with _quiet_pillow:
         try:
             value = picture.getexif().get(ExifTags.Base.Orientation, 1)
         except _DECODE_ERRORS:
             return 1
     return value if is_whole(value) and 1 <= value <= 8 else 1
-
-
-@contextmanager
-def _quiet_exif() -> Iterator[None]:
-    """Silence the warnings Pillow's EXIF (TIFF directory) parser issues about damaged blocks.
-
-    Damaged EXIF is read as no orientation, so "Corrupt EXIF data" on the user's stderr
-    would only alarm them; the filter covers that parser's warnings only, and only here.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin$")
-        yield
 
 
 def _pil_to_rgb(picture: Image.Image, label: str, background: tuple[int, int, int]) -> np.ndarray:
