@@ -122,12 +122,12 @@ def bare_network(bundle: Path, threads: int) -> Any:
 
 def ceiling(network: Any, size: int, batch: int, seconds: float = 5.0) -> float:
     """Images per second of a model (onnxruntime's runner or a torch module) on random batches
-    of what it takes: uint8 pixels for a graph with the input step inside, else float planes."""
+    of what it takes: uint8 pixel planes for a graph with the input step inside, else float planes."""
     import torch
 
     rng = np.random.default_rng(SEED)
     if getattr(network, "takes_pixels", False):
-        x = torch.from_numpy(rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8))
+        x = torch.from_numpy(rng.integers(0, 256, (batch, 3, size, size), dtype=np.uint8))
     else:
         x = torch.from_numpy(rng.standard_normal((batch, 3, size, size), dtype=np.float32))
     with torch.inference_mode():

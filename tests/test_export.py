@@ -77,7 +77,7 @@ def test_export_writes_model_and_the_bundles_config(bundle: Path) -> None:
 
 
 def test_runner_gives_torch_logits_with_a_dynamic_batch(bundle: Path) -> None:
-    """The graph takes resized uint8 pixels and does the bundle's normalisation itself."""
+    """The graph takes resized uint8 planes and does the bundle's normalisation itself."""
     config, model = load_bundle(bundle)
     _, runner = load_onnx(bundle / ONNX_DIR)
     assert runner.takes_pixels
@@ -88,7 +88,8 @@ def test_runner_gives_torch_logits_with_a_dynamic_batch(bundle: Path) -> None:
             expected = config.p_fake_from_logits(
                 model(torch.from_numpy(np.stack([config.preprocessing(p) for p in pixels])))
             )
-        got = config.p_fake_from_logits(runner(torch.from_numpy(pixels))).numpy()
+        planes = np.stack([config.preprocessing.planes(p) for p in pixels])
+        got = config.p_fake_from_logits(runner(torch.from_numpy(planes))).numpy()
         assert got.shape == (n,)
         np.testing.assert_allclose(got, expected.numpy(), atol=TOL)
     with pytest.raises(InvalidArgumentError, match="uint8"):
@@ -114,7 +115,48 @@ def test_an_earlier_float_input_export_still_runs(
         old.score_batch(pictures), Detector.load(folder, runtime="torch").score_batch(pictures), atol=TOL
     )
     with pytest.raises(InvalidArgumentError, match="float32"):
-        old.model(torch.zeros(1, size, size, 3, dtype=torch.uint8))
+        old.model(torch.zeros(1, 3, size, size, dtype=torch.uint8))
+
+
+class _ChannelsLast(torch.nn.Module):
+    """What the version before exported: channels-last ``(N, S, S, 3)`` pixels in."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.inner(pixels.permute(0, 3, 1, 2))
+
+
+def test_an_earlier_channels_last_export_still_runs(
+    trained_bundle: Path, tmp_path: Path, pictures: list[np.ndarray]
+) -> None:
+    """The version before took channels-last pixels; its graph is fed the same planes, rearranged."""
+    import onnx
+
+    folder = Path(shutil.copytree(trained_bundle, tmp_path / "channels_last"))
+    config, model = load_bundle(folder)
+    size = config.preprocessing.input_size
+    graph = _ChannelsLast(export.PixelInput(model, config.preprocessing)).eval()
+    pixels = torch.zeros(2, size, size, 3, dtype=torch.uint8)
+    proto = onnx.load_from_string(export.network_to_onnx(graph, pixels, folder))
+    onnx.helper.set_model_props(
+        proto,
+        {
+            export.WEIGHTS_SHA_KEY: export._sha256(folder / "model.safetensors"),
+            export.INPUT_STEP_KEY: export._input_step(config.preprocessing),
+        },
+    )
+    (folder / ONNX_DIR).mkdir()
+    (folder / ONNX_DIR / ONNX_FILE).write_bytes(proto.SerializeToString())
+    old = Detector.load(folder, runtime="onnx")
+    assert old.model.takes_pixels and old.model.input_shape[1:] == [3, size, size]
+    np.testing.assert_allclose(
+        old.score_batch(pictures), Detector.load(folder, runtime="torch").score_batch(pictures), atol=TOL
+    )
+    with pytest.raises(InvalidArgumentError, match="shape"):
+        old.model(pixels)
 
 
 def test_an_ensemble_mixing_input_steps_scores_like_torch(
@@ -251,8 +293,8 @@ def test_an_export_whose_baked_normalisation_no_longer_matches_the_config_is_ref
 
 def test_runner_refuses_a_batch_of_the_wrong_shape(bundle: Path) -> None:
     _, runner = load_onnx(bundle / ONNX_DIR)
-    size = runner.input_shape[1]
-    for shape in ((2, 3, size, size), (2, size + 1, size, 3), (size, size, 3)):
+    size = runner.input_shape[2]
+    for shape in ((2, size, size, 3), (2, 3, size + 1, size), (3, size, size)):
         with pytest.raises(InvalidArgumentError, match="shape"):
             runner(torch.zeros(shape, dtype=torch.uint8))
 

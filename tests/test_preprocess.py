@@ -13,9 +13,9 @@ from deepfake_detector.preprocess import MAX_INPUT_SIZE, MIN_INPUT_SIZE, Preproc
 
 def _arithmetic(pre: Preprocessing, image: np.ndarray) -> np.ndarray:
     """The rule written out: resized float32 pixels / 255, minus mean, over std, channels first."""
-    x = pre.resize(image).astype(np.float32)
-    x = (x / 255.0 - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
-    return x.transpose(2, 0, 1)
+    x = pre.planes(image).astype(np.float32)
+    mean, std = (np.asarray(v, np.float32)[:, None, None] for v in (pre.mean, pre.std))
+    return (x / 255.0 - mean) / std
 
 
 @pytest.mark.parametrize(
@@ -35,7 +35,7 @@ def test_table_lookup_equals_the_arithmetic_bit_for_bit(mean, std, shape) -> Non
 def _pillow(image: np.ndarray, size: int, interpolation: str) -> np.ndarray:
     filters = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
     filters.update(nearest=Image.Resampling.NEAREST, area=Image.Resampling.BOX)
-    return np.asarray(Image.fromarray(image).resize((size, size), filters[interpolation]))
+    return np.asarray(Image.fromarray(image).resize((size, size), filters[interpolation])).transpose(2, 0, 1)
 
 
 @pytest.mark.parametrize(
@@ -51,28 +51,31 @@ def test_bilinear_resize_gives_pillows_pixels_within_one_grey_level(shape) -> No
     stripes = np.repeat(((x + y) % 2 * 255).astype(np.uint8)[..., None], 3, axis=2)  # aliases unless averaged
     pre = Preprocessing(64)
     for image, share in ((noise, 0.01), (stripes, 0.5)):  # a stripe average sits on x.5, where rounding may part
-        out = pre.resize(image)
-        assert out.shape == (64, 64, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
+        out = pre.planes(image)
+        assert out.shape == (3, 64, 64) and out.dtype == np.uint8 and out.flags.c_contiguous
         gap = np.abs(out.astype(int) - _pillow(image, 64, "bilinear").astype(int))
         assert gap.max() <= 1 and (gap > 0).mean() < share, (gap.max(), (gap > 0).mean())
 
 
-def test_resize_takes_read_only_flipped_and_sliced_arrays() -> None:
-    """Decoded pictures arrive as read-only views, flips and crops; each resizes like its copy."""
+def test_planes_take_read_only_flipped_and_sliced_arrays() -> None:
+    """Decoded pictures arrive as read-only views, flips and crops; each resizes like its copy,
+    and one already at the input size only changes layout."""
     image = np.random.default_rng(5).integers(0, 256, (130, 170, 3), dtype=np.uint8)
     read_only = image.copy()
     read_only.flags.writeable = False
     pre = Preprocessing(48)
     for view in (read_only, image[:, ::-1], image[10:120, 5:160], image[::2, ::3]):
-        np.testing.assert_array_equal(pre.resize(view), pre.resize(np.ascontiguousarray(view)))
-    assert pre.resize(image[:48, :48]) is not None and pre.resize(image[:48, :48]).shape == (48, 48, 3)
+        np.testing.assert_array_equal(pre.planes(view), pre.planes(np.ascontiguousarray(view)))
+    same_size = pre.planes(image[:48, :48])
+    assert same_size.flags.c_contiguous
+    np.testing.assert_array_equal(same_size, image[:48, :48].transpose(2, 0, 1))
 
 
 @pytest.mark.parametrize("interpolation", ["bicubic", "nearest", "area"])
 def test_other_filters_are_pillows_own(interpolation: str) -> None:
     image = np.random.default_rng(9).integers(0, 256, (90, 133, 3), dtype=np.uint8)
     np.testing.assert_array_equal(
-        Preprocessing(40, interpolation=interpolation).resize(image), _pillow(image, 40, interpolation)
+        Preprocessing(40, interpolation=interpolation).planes(image), _pillow(image, 40, interpolation)
     )
 
 

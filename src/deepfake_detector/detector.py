@@ -172,13 +172,13 @@ class Detector:
         self.model = model.to(self.device).eval()
         self.preprocessing = self.members[0].config.preprocessing
         # Members with equal input steps share one prepared copy of each input. A network
-        # exported with its input step inside (``OnnxRunner.takes_pixels``) gets resized pixels;
-        # any other gets the whole preprocessing.
+        # exported with its input step inside (``OnnxRunner.takes_pixels``) gets resized uint8
+        # planes; any other gets the whole preprocessing.
         steps = [(m.config.preprocessing, bool(getattr(m.model, "takes_pixels", False))) for m in self.members]
         self._steps = list(dict.fromkeys(steps))
         self._transform_of = [self._steps.index(step) for step in steps]
         self._transforms: list[Callable[[np.ndarray], np.ndarray]] = [
-            preprocessing.resize if takes_pixels else preprocessing for preprocessing, takes_pixels in self._steps
+            preprocessing.planes if takes_pixels else preprocessing for preprocessing, takes_pixels in self._steps
         ]
         self._model_input: Callable[[np.ndarray], ModelInput] = (
             self._transforms[0] if len(self._transforms) == 1 else self._each_transform
@@ -344,7 +344,7 @@ class Detector:
 
     @torch.inference_mode()
     def _p_fake(self, inputs: list[ModelInput]) -> np.ndarray:
-        """``p_fake`` for model inputs (``3xSxS`` float arrays or ``SxSx3`` resized pixels, or
+        """``p_fake`` for model inputs (``3xSxS`` float arrays or resized uint8 planes, or
         tuples of them: see ``_model_input``), in forward passes of at most MAX_MODEL_BATCH; an
         ensemble's members each score every input, and their scores combine."""
         scores = [np.zeros(0)]
