@@ -66,9 +66,12 @@ def init_from_env(device: str = "auto") -> None:
     if dist.is_initialized():
         return
     use_cuda = device != "cpu" and torch.cuda.is_available()
+    gpu = None
     if use_cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend_for("cuda" if use_cuda else "cpu"), init_method="env://")
+        gpu = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(gpu)
+    # Naming the GPU binds NCCL to it; without it every rank warns that it guesses the GPU from its rank.
+    dist.init_process_group(backend_for("cuda" if use_cuda else "cpu"), init_method="env://", device_id=gpu)
     _share_cpu_threads(int(os.environ["WORLD_SIZE"]))
 
 
