@@ -234,6 +234,14 @@ def test_too_many_files_is_400(detector: Detector) -> None:
         _assert_error(c.post("/v1/predict", files=uploads), 400, "bad_request")
 
 
+def test_a_body_the_multipart_parser_refuses_says_why(client: TestClient) -> None:
+    """A file name of 5,000 characters overflows a part's header limit: the 400 says so
+    instead of only "Invalid multipart data"."""
+    body = _assert_error(client.post("/v1/predict", files={"file": ("x" * 5000 + ".png", _png())}), 400, "bad_request")
+    assert "Maximum header size exceeded" in body["detail"] and "file name" in body["detail"]
+    assert "x" * 50 not in body["detail"]
+
+
 def test_missing_file_and_unknown_route(client: TestClient) -> None:
     _assert_error(client.post("/v1/predict"), 422, "invalid_request")
     _assert_error(client.get("/v1/nothing"), 404, "not_found")

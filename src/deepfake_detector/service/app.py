@@ -448,10 +448,27 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     detail = exc.detail
     if exc.status_code == 413:
         detail = _too_large(request.app.state.settings.max_upload_bytes)
+    elif exc.status_code == 400 and (reason := _multipart_reason(exc)):
+        detail = f"{detail.rstrip('.')}: {reason}"
     response = _error(exc.status_code, _HTTP_TYPES.get(exc.status_code, "http_error"), str(detail))
     if exc.headers:
         response.headers.update(exc.headers)
     return response
+
+
+def _multipart_reason(exc: BaseException) -> str | None:
+    """What python-multipart found wrong in a body, from the exception chain behind Starlette's
+    bare "Invalid multipart data."; its messages name the fault and an offset, never the
+    client's data. A header over its size limit most often comes from a very long file name."""
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None:
+        if type(cause).__module__.split(".")[0] in ("python_multipart", "multipart"):
+            reason = str(cause).rstrip(".")
+            if "header size" in reason.lower():
+                reason += " (a part's headers, its file name among them, have a size limit)"
+            return reason
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def _too_large(limit: int) -> str:
