@@ -377,6 +377,17 @@ def test_several_images_give_a_table_and_downloads(page: AppTest) -> None:
     assert [caption for i in page.get("image") for caption in i.captions] == ["b.png"]
 
 
+def test_a_failed_file_among_several_is_reported_once(page: AppTest) -> None:
+    """The table counts the failures; the message itself shows once, in that file's details."""
+    _upload(page, ("notes.png", b"just some text", "image/png"), ("b.png", _png(5), "image/png"))
+    assert not page.exception
+    assert list(page.dataframe[0].value["verdict"])[0] == "failed"
+    assert "1 of 2 files could not be judged" in page.warning[0].value
+    assert [e.value for e in page.error] == [page.dataframe[0].value["note"][0]]
+    page.selectbox(key="details").set_value(1).run()
+    assert not page.error and "1 of 2 files" in page.warning[0].value
+
+
 def test_a_video_gives_verdict_timeline_and_frames(page: AppTest, tmp_path: Path) -> None:
     frames = [synthetic_image(np.random.default_rng(i), 96, fake=True) for i in range(10)]
     data = write_video_of(tmp_path / "clip.mp4", frames).read_bytes()

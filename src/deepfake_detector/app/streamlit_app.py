@@ -212,9 +212,9 @@ def render_table(predictions: list[Prediction]) -> None:
     json_column.download_button(
         "Download JSON", logic.json_bytes(predictions), "results.json", "application/json", key="json"
     )
-    failed = [p for p in predictions if not p.ok]
-    for prediction in failed:
-        st.error(logic.plain_text(prediction.error or "not judged"))
+    failed = sum(not p.ok for p in predictions)
+    if failed:  # each file's message is in its note and, whole, in its details below
+        st.warning(f"{failed} of {len(predictions)} files could not be judged: the note column says why.")
 
 
 def main() -> None:
