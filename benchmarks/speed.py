@@ -98,11 +98,12 @@ def flops_per_image(bundle: Path) -> float:
 
 
 def with_export(bundle: Path, scratch: Path) -> Path:
-    """The bundle itself when it holds a current ONNX export that takes pixels, else a freshly
-    exported copy in ``scratch``."""
+    """The bundle itself when it holds a current ONNX export that takes pixel planes (as this
+    version exports), else a freshly exported copy in ``scratch``."""
     if find_onnx(bundle) is not None:
         loaded = Detector.load(bundle)
-        if loaded.runtime == "onnx" and loaded.model.takes_pixels:
+        planes = loaded.runtime == "onnx" and loaded.model.session.get_inputs()[0].shape[1] == 3
+        if planes and loaded.model.takes_pixels:
             return bundle
     copy = Path(shutil.copytree(bundle, scratch / bundle.name, ignore=shutil.ignore_patterns(ONNX_DIR)))
     export_bundle(copy)

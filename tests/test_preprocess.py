@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepfake_detector.errors import BundleError
+from deepfake_detector import preprocess
+from deepfake_detector.errors import BundleError, InvalidArgumentError
 from deepfake_detector.models.registry import IMAGENET_MEAN, IMAGENET_STD
 from deepfake_detector.preprocess import MAX_INPUT_SIZE, MIN_INPUT_SIZE, Preprocessing
 
@@ -69,6 +70,31 @@ def test_planes_take_read_only_flipped_and_sliced_arrays() -> None:
     same_size = pre.planes(image[:48, :48])
     assert same_size.flags.c_contiguous
     np.testing.assert_array_equal(same_size, image[:48, :48].transpose(2, 0, 1))
+
+
+def test_without_the_vectorised_kernel_bilinear_is_pillows_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where torch's uint8 resize would run its slow threaded code (no AVX2), Pillow resizes."""
+    monkeypatch.setattr(preprocess, "_fast_uint8_resize", lambda: False)
+    image = np.random.default_rng(11).integers(0, 256, (299, 299, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(Preprocessing(224).planes(image), _pillow(image, 224, "bilinear"))
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((3, 64, 64), np.uint8),  # channels first
+        np.zeros((64, 64, 3), np.float32),
+        np.zeros((64, 64), np.uint8),
+        np.zeros((64, 64, 1), np.uint8),
+        np.zeros((64, 64, 4), np.uint8),
+        np.zeros((0, 64, 3), np.uint8),
+        [[[0, 0, 0]]],
+    ],
+    ids=["channels-first", "float", "grey-2d", "one-channel", "rgba", "empty", "list"],
+)
+def test_anything_but_an_rgb_uint8_picture_is_refused_by_name(image: object) -> None:
+    with pytest.raises(InvalidArgumentError, match="HxWx3 uint8"):
+        Preprocessing(32)(image)
 
 
 @pytest.mark.parametrize("interpolation", ["bicubic", "nearest", "area"])

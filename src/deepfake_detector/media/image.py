@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import threading
 import warnings
@@ -229,32 +230,36 @@ class _QuietPillow:
 
     ``warnings.catch_warnings`` would save and restore the whole filter list, which decoding
     threads entering and leaving at once scramble (our filters left on for good, or a filter
-    the caller added meanwhile lost). Instead the first reader adds these filters, unless the
-    caller has them already, and the last one removes what it added, under a lock.
+    the caller added meanwhile lost). Instead the first reader puts these two entries (a filter
+    is the documented tuple ``(action, message, category, module, lineno)``) at the front of
+    the list, and the last one takes out those very objects, under a lock: the caller's own
+    filters, an identical one included, keep their places. ``warnings.filterwarnings`` is not
+    used because it would move an identical filter of the caller's to the front for good.
     """
+
+    _FILTERS = (
+        ("ignore", None, Image.DecompressionBombWarning, None, 0),
+        ("ignore", None, UserWarning, re.compile(r"PIL\.TiffImagePlugin$"), 0),
+    )
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._readers = 0
-        self._added: list[tuple[object, ...]] = []
 
     def __enter__(self) -> None:
         with self._lock:
             if self._readers == 0:
-                before = list(warnings.filters)
-                warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-                warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin$")
-                self._added = [entry for entry in warnings.filters if entry not in before]
+                warnings.filters[:0] = self._FILTERS
             self._readers += 1
 
     def __exit__(self, *exc_info: object) -> None:
         with self._lock:
             self._readers -= 1
             if self._readers == 0:
-                for entry in self._added:
-                    if entry in warnings.filters:
-                        warnings.filters.remove(entry)
-                self._added = []
+                for entry in self._FILTERS:
+                    at = next((i for i, present in enumerate(warnings.filters) if present is entry), None)
+                    if at is not None:
+                        del warnings.filters[at]
 
 
 _quiet_pillow = _QuietPillow()

@@ -458,8 +458,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _multipart_reason(exc: BaseException) -> str | None:
     """What python-multipart found wrong in a body, from the exception chain behind Starlette's
-    bare "Invalid multipart data."; its messages name the fault and an offset, never the
-    client's data. A header over its size limit most often comes from a very long file name."""
+    bare "Invalid multipart data."; its messages name the fault and an offset, and at most a
+    single byte of the client's data. A header over its size limit most often comes from a
+    very long file name."""
     cause = exc.__cause__ or exc.__context__
     while cause is not None:
         if type(cause).__module__.split(".")[0] in ("python_multipart", "multipart"):
