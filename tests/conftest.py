@@ -1,12 +1,22 @@
-"""Shared fixtures: small generated data sets and one trained bundle per test session."""
+"""Shared fixtures: small generated data sets and one trained bundle per test session.
+
+The suite checks what CI's CPU machines do, so it hides any GPU, from its own process and
+the ones it starts, before torch first looks for one: on a GPU, device "auto" would take
+it, the runtime would be PyTorch rather than onnxruntime, and scores compared at CPU
+tolerances would differ in their sixth decimal. ``benchmarks/gpu_check.py`` checks the GPU.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import pytest
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
-from deepfake_detector.data.synthetic import make_synthetic_dataset
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from deepfake_detector.data.synthetic import make_synthetic_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -553,6 +553,8 @@ def test_evaluate_out_that_is_a_file_is_named(
 def test_serve_names_an_address_it_cannot_listen_on_before_loading(capsys: pytest.CaptureFixture[str]) -> None:
     import socket
 
+    for module in ("fastapi", "uvicorn", "multipart"):  # serve checks its packages first
+        pytest.importorskip(module)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

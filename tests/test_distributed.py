@@ -19,7 +19,7 @@ from torch import nn
 
 from deepfake_detector.bundle import load_bundle, read_config
 from deepfake_detector.cli import main
-from deepfake_detector.distributed import RankBatches, global_batches, launch
+from deepfake_detector.distributed import RankBatches, _error_line, global_batches, launch
 from deepfake_detector.errors import InvalidArgumentError, TrainingError
 from deepfake_detector.models import list_models, register_model
 from deepfake_detector.training import TrainConfig, train
@@ -128,3 +128,31 @@ def _share_from_rank0(out: str) -> None:
 def test_from_rank0_gives_every_rank_rank_zeros_object(tmp_path: Path) -> None:
     launch(_share_from_rank0, 2, str(tmp_path))
     assert sorted(p.read_text() for p in tmp_path.glob("rank*.txt")) == ["0 0.0", "0 0.0"]
+
+
+def test_more_gpu_processes_than_gpus_are_refused_before_starting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each process takes its own GPU; a second process on a one-GPU machine failed with CUDA's
+    "invalid device ordinal" and a line about device-side assertions as the message."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(InvalidArgumentError, match="2 processes need 2 GPUs, and this machine has 1"):
+        launch(print, 2, device="auto")
+
+
+def test_a_ranks_error_is_its_exception_line_not_the_hints_after_it() -> None:
+    cuda = (
+        "\n\n-- Process 1 terminated with the following error:\nTraceback (most recent call last):\n"
+        '  File "train.py", line 3, in run\n    torch.cuda.set_device(gpu)\n'
+        "torch.AcceleratorError: CUDA error: invalid device ordinal\n"
+        "GPU device may be out of range, do you have enough GPUs?\n"
+        "Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.\n"
+    )
+    assert _error_line(cuda) == "torch.AcceleratorError: CUDA error: invalid device ordinal"
+    chained = (
+        'Traceback (most recent call last):\n  File "a.py", line 1\nValueError: first\n\n'
+        "During handling of the above exception, another exception occurred:\n\n"
+        'Traceback (most recent call last):\n  File "b.py", line 2\nTrainingError: the last one\n'
+    )
+    assert _error_line(chained) == "TrainingError: the last one"

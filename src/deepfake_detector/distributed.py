@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from .errors import InvalidArgumentError
+from .errors import InvalidArgumentError, TrainingError
 
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -69,6 +69,8 @@ def init_from_env(device: str = "auto") -> None:
     gpu = None
     if use_cuda:
         gpu = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if gpu.index >= torch.cuda.device_count():
+            raise TrainingError(_too_few_gpus(int(os.environ.get("LOCAL_WORLD_SIZE", gpu.index + 1))))
         torch.cuda.set_device(gpu)
     # Naming the GPU binds NCCL to it; without it every rank warns that it guesses the GPU from its rank.
     dist.init_process_group(backend_for("cuda" if use_cuda else "cpu"), init_method="env://", device_id=gpu)
@@ -87,6 +89,26 @@ def default_processes(device: str = "auto") -> int:
     return 2
 
 
+def _too_few_gpus(nprocs: int) -> str:
+    count = torch.cuda.device_count()
+    return (
+        f"Training on GPUs takes one GPU a process: {nprocs} processes need {nprocs} GPUs, and this machine "
+        f"has {count}. Use at most {count} processes, or train on the CPU (device 'cpu')."
+    )
+
+
+def _error_line(traceback_text: str) -> str:
+    """The failed rank's error, from the traceback text torch hands back: the first line at the
+    left margin after the last "Traceback" header, where Python writes ``Type: message``.
+    Later lines can belong to the message (CUDA's hints about device-side assertions, say)."""
+    lines = traceback_text.strip().splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    for line in lines[starts[-1] + 1 if starts else 0 :]:
+        if line.strip() and not line[0].isspace():
+            return line
+    return lines[-1] if lines else "(no message)"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -100,15 +122,13 @@ def launch(fn: Callable[..., Any], nprocs: int, *args: Any, device: str = "auto"
         raise InvalidArgumentError(f"The number of processes must be a positive integer; got {nprocs!r}.")
     import torch.multiprocessing as mp
 
-    from .errors import TrainingError
-
+    if device != "cpu" and torch.cuda.is_available() and nprocs > torch.cuda.device_count():
+        raise InvalidArgumentError(_too_few_gpus(nprocs))
     port = _free_port()
     try:
         mp.spawn(_worker, args=(nprocs, port, device, fn, args), nprocs=nprocs, join=True)
     except mp.ProcessRaisedException as exc:
-        # The rank's traceback ends with its error's own line: that is the message a user needs.
-        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-        raise TrainingError(f"A training process failed: {lines[-1] if lines else exc}") from None
+        raise TrainingError(f"A training process failed: {_error_line(str(exc))}") from None
     except mp.ProcessExitedException as exc:
         raise TrainingError(f"A training process ended abnormally ({exc}).") from None
 

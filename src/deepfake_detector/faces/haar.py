@@ -32,11 +32,16 @@ _SCORE_SPREAD = 1.5
 
 
 def _import_cv2() -> Any:
-    """cv2, or an error with the install line (the cascade file is in the <5 wheels)."""
+    """cv2 with its Haar cascades, or an error with the install line: OpenCV 5 dropped the
+    cascade classifier and its files, so a cv2 of that version is as good as none here."""
     try:
         import cv2
     except ImportError as exc:
         raise MissingDependencyError("The 'haar' face detector", "opencv-python-headless", INSTALL_LINE, exc) from exc
+    if not (hasattr(cv2, "CascadeClassifier") and hasattr(getattr(cv2, "data", None), "haarcascades")):
+        version = getattr(cv2, "__version__", "unknown")
+        cause = ImportError(f"cv2 {version} has no Haar cascades; OpenCV 5 removed them")
+        raise MissingDependencyError("The 'haar' face detector", "opencv-python-headless<5", INSTALL_LINE, cause)
     return cv2
 
 
