@@ -40,7 +40,7 @@ from torch import nn
 from .bundle import BundleConfig, load_bundle
 from .devices import pick_device
 from .ensemble import EnsembleConfig, Member, is_ensemble, load_ensemble
-from .errors import BundleError, DeepfakeDetectorError, InvalidArgumentError
+from .errors import BundleError, DeepfakeDetectorError, InvalidArgumentError, reraise_interrupt
 from .face_crops import MIN_FACE, face_crops
 from .faces.base import FaceDetector
 from .faces.crop import CropSpec
@@ -713,7 +713,8 @@ def _may_use_onnx(bundle_dir: Path) -> bool:
 
     try:
         import onnxruntime  # noqa: F401
-    except ImportError:
+    except ImportError as exc:
+        reraise_interrupt(exc)
         return False
     if not is_ensemble(bundle_dir):
         return find_onnx(bundle_dir) is not None

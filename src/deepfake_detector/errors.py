@@ -14,6 +14,20 @@ class DeepfakeDetectorError(Exception):
     """Base class of every error this package raises on purpose."""
 
 
+def reraise_interrupt(exc: BaseException) -> None:
+    """Raise KeyboardInterrupt when Ctrl+C is what made ``exc``. An extension module interrupted
+    while it initialises (pybind11's, which onnxruntime uses) raises ImportError chained to the
+    KeyboardInterrupt; read as "package missing", the interrupt would be lost, and the program
+    would go on without the package instead of stopping."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            raise KeyboardInterrupt from exc
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+
+
 class MediaError(DeepfakeDetectorError):
     """An input file or buffer could not be used; ``path`` names it, ``reason`` says why."""
 

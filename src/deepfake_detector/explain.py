@@ -27,7 +27,7 @@ from PIL import Image
 from torch import nn
 
 from .bundle import BundleConfig
-from .errors import InvalidArgumentError, MissingDependencyError, UnknownLayerError
+from .errors import InvalidArgumentError, MissingDependencyError, UnknownLayerError, reraise_interrupt
 from .faces.base import FaceBox
 from .faces.crop import CropSpec, crop_box
 from .results import SCORED_NOTHING, SCORED_WHOLE_IMAGE, FaceResult, Prediction
@@ -217,6 +217,7 @@ class Explainer:
         try:
             from pytorch_grad_cam import GradCAM
         except ImportError as exc:
+            reraise_interrupt(exc)
             raise MissingDependencyError("Grad-CAM explanations", "grad-cam", "pip install grad-cam", exc) from exc
         device = next(self.model.parameters()).device
         x = torch.from_numpy(np.stack([self.preprocessing(p) for p in pixels])).to(device)

@@ -41,7 +41,7 @@ from torch import nn
 
 from .bundle import CONFIG_FILE, WEIGHTS_FILE, BundleConfig, load_bundle, read_config
 from .ensemble import is_ensemble
-from .errors import BundleError, ExportError, InvalidArgumentError, MissingDependencyError
+from .errors import BundleError, ExportError, InvalidArgumentError, MissingDependencyError, reraise_interrupt
 from .preprocess import Preprocessing
 
 FORMATS = ("onnx",)
@@ -62,6 +62,7 @@ def _import(module: str, what: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        reraise_interrupt(exc)
         raise MissingDependencyError(what, module, INSTALL, exc) from exc
 
 

@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .errors import DeepfakeDetectorError, InvalidArgumentError, MissingDependencyError
+from .errors import DeepfakeDetectorError, InvalidArgumentError, MissingDependencyError, reraise_interrupt
 from .media.video import is_video_path
 
 FORMATS = ("parquet", "jsonl")
@@ -297,6 +297,7 @@ def _import_ray(local: bool) -> Any:
         import ray
         import ray.data  # noqa: F401
     except ImportError as exc:
+        reraise_interrupt(exc)
         raise MissingDependencyError(
             "predict --engine ray", "ray[data]", "pip install 'deepfake-detector[ray]'", exc
         ) from exc

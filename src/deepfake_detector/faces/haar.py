@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..checks import is_finite
-from ..errors import InvalidArgumentError, MissingDependencyError
+from ..errors import InvalidArgumentError, MissingDependencyError, reraise_interrupt
 from .base import FaceBox, check_image, check_positive_int, finish, shrink
 
 INSTALL_LINE = 'pip install "opencv-python-headless<5"'
@@ -37,6 +37,7 @@ def _import_cv2() -> Any:
     try:
         import cv2
     except ImportError as exc:
+        reraise_interrupt(exc)
         raise MissingDependencyError("The 'haar' face detector", "opencv-python-headless", INSTALL_LINE, exc) from exc
     if not (hasattr(cv2, "CascadeClassifier") and hasattr(getattr(cv2, "data", None), "haarcascades")):
         version = getattr(cv2, "__version__", "unknown")

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidArgumentError, MissingDependencyError
+from ..errors import InvalidArgumentError, MissingDependencyError, reraise_interrupt
 from .base import FaceBox, check_image, check_positive_int, finish, shrink
 
 INSTALL_LINE = "pip install --no-deps facenet-pytorch==2.6.0"
@@ -29,6 +29,7 @@ def _import_facenet() -> Any:
     try:
         import facenet_pytorch
     except ImportError as exc:
+        reraise_interrupt(exc)
         raise MissingDependencyError("The 'mtcnn' face detector", "facenet-pytorch", INSTALL_LINE, exc) from exc
     return facenet_pytorch
 
