@@ -350,7 +350,19 @@ def test_serve_command_builds_the_app(trained_bundle: Path, monkeypatch: pytest.
     from deepfake_detector.cli import EXIT_OK, EXIT_USAGE, main
 
     served: dict = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: served.update(app=app, **kwargs))
+
+    class Server:
+        """Records what it was asked to serve instead of listening."""
+
+        def __init__(self, config: dict) -> None:
+            self.config, self.started = config, False
+
+        def run(self) -> None:
+            served.update(self.config)
+            self.started = True
+
+    monkeypatch.setattr(uvicorn, "Config", lambda app, **options: {"app": app, **options})
+    monkeypatch.setattr(uvicorn, "Server", Server)
     assert main(["serve", "--model", str(trained_bundle), "--port", "8123", "--max-upload-mb", "3"]) == EXIT_OK
     assert (served["host"], served["port"]) == ("127.0.0.1", 8123)
     assert served["app"].state.settings.max_upload_bytes == 3 * 1024 * 1024

@@ -11,6 +11,7 @@ import contextlib
 import json
 import sys
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import IO, Any, Sequence
@@ -850,7 +851,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         f"serving {detector.name} ({detector.runtime}) on http://{args.host}:{args.port} (API docs at /docs)",
         file=sys.stderr,
     )
-    uvicorn.run(app, host=args.host, port=args.port)
+    # uvicorn.run would swallow a Ctrl+C that lands before its event loop starts and exit 3, and
+    # the serve() coroutine it left unawaited would be reported as if it were a bug; run by
+    # hand, the interrupt reaches main, which says "interrupted". A Ctrl+C while serving shuts
+    # the server down cleanly, after which uvicorn raises the signal again: that run is done.
+    warnings.filterwarnings("ignore", message="coroutine 'Server.serve' was never awaited", category=RuntimeWarning)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port))
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        if not server.started:
+            raise
+    if not server.started:  # stopped by a signal during startup, or a startup error uvicorn logged
+        print("the server stopped before it started serving", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 
