@@ -564,28 +564,46 @@ def test_serve_names_an_address_it_cannot_listen_on_before_loading(capsys: pytes
     assert f"127.0.0.1:{port}: cannot listen there" in err and "loading the model" not in err
 
 
-class _Server:
-    """Stands in for uvicorn.Server: Ctrl+C lands after serve() is made, before it is awaited."""
-
-    started = False
-
-    def __init__(self, config: object) -> None:
-        self.config = config
-
-    async def serve(self) -> None:
-        return None
-
-    def run(self) -> None:
-        self._coroutine = self.serve()
-        raise KeyboardInterrupt
-
-
 def _free_port() -> int:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _serve_interrupted(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, bundle: Path, *, after_serving: bool
+) -> tuple[int, str]:
+    """``serve`` with uvicorn's Server replaced by one that meets Ctrl+C: before its event loop
+    ran (its serve() coroutine made, never awaited), or after it served and shut down, when
+    uvicorn raises the signal again. uvicorn's Config is replaced too: the real one sets up
+    logging onto pytest's captured stream."""
+    uvicorn = pytest.importorskip("uvicorn")
+    for module in ("fastapi", "multipart"):
+        pytest.importorskip(module)
+
+    class Server:
+        started = False
+
+        def __init__(self, config: object) -> None:
+            self.config = config
+
+        async def serve(self) -> None:
+            return None
+
+        serve.__qualname__ = "Server.serve"  # the unawaited coroutine's name, as uvicorn's is
+
+        def run(self) -> None:
+            self.started = after_serving
+            if not after_serving:
+                self._coroutine = self.serve()
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(uvicorn, "Server", Server)
+    monkeypatch.setattr(uvicorn, "Config", lambda app, **options: options)
+    code, _, err = cli(capsys, "serve", "--model", bundle, "--port", _free_port())
+    return code, err
 
 
 def test_ctrl_c_as_the_server_starts_ends_serve_as_interrupted(
@@ -595,38 +613,18 @@ def test_ctrl_c_as_the_server_starts_ends_serve_as_interrupted(
     import gc
     import warnings
 
-    uvicorn = pytest.importorskip("uvicorn")
-    for module in ("fastapi", "multipart"):
-        pytest.importorskip(module)
-    _Server.__name__ = _Server.__qualname__ = "Server"  # the coroutine's name, as uvicorn's would be
-    _Server.serve.__qualname__ = "Server.serve"
-    monkeypatch.setattr(uvicorn, "Server", _Server)
-    monkeypatch.setattr(uvicorn, "Config", lambda app, **options: options)  # the real one sets up logging
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        code, _, err = cli(capsys, "serve", "--model", trained_bundle, "--port", _free_port())
+        code, err = _serve_interrupted(capsys, monkeypatch, trained_bundle, after_serving=False)
         gc.collect()
     assert code == 130 and err.rstrip().endswith("interrupted")
     assert not [w for w in caught if "never awaited" in str(w.message)]
 
 
-class _ServedServer(_Server):
-    """A server that served, shut down on Ctrl+C and raised the signal again, as uvicorn does."""
-
-    def run(self) -> None:
-        self.started = True
-        raise KeyboardInterrupt
-
-
 def test_ctrl_c_after_serving_is_a_clean_end(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, trained_bundle: Path
 ) -> None:
-    uvicorn = pytest.importorskip("uvicorn")
-    for module in ("fastapi", "multipart"):
-        pytest.importorskip(module)
-    monkeypatch.setattr(uvicorn, "Server", _ServedServer)
-    monkeypatch.setattr(uvicorn, "Config", lambda app, **options: options)
-    code, _, err = cli(capsys, "serve", "--model", trained_bundle, "--port", _free_port())
+    code, err = _serve_interrupted(capsys, monkeypatch, trained_bundle, after_serving=True)
     assert code == 0 and "interrupted" not in err
 
 

@@ -96,20 +96,25 @@ def test_runner_gives_torch_logits_with_a_dynamic_batch(bundle: Path) -> None:
         runner(torch.zeros(1, 3, size, size))
 
 
+def _earlier_export(folder: Path, graph: torch.nn.Module, example: torch.Tensor, props: dict[str, str]) -> Detector:
+    """``folder``'s onnx/ holding ``graph`` as an earlier version exported it, loaded with onnxruntime."""
+    import onnx
+
+    proto = onnx.load_from_string(export.network_to_onnx(graph, example, folder))
+    onnx.helper.set_model_props(proto, {export.WEIGHTS_SHA_KEY: export._sha256(folder / "model.safetensors"), **props})
+    (folder / ONNX_DIR).mkdir()
+    (folder / ONNX_DIR / ONNX_FILE).write_bytes(proto.SerializeToString())
+    return Detector.load(folder, runtime="onnx")
+
+
 def test_an_earlier_float_input_export_still_runs(
     trained_bundle: Path, tmp_path: Path, pictures: list[np.ndarray]
 ) -> None:
     """Exports made before the input step moved into the graph take normalised float batches."""
-    import onnx
-
     folder = Path(shutil.copytree(trained_bundle, tmp_path / "old"))
     config, model = load_bundle(folder)
     size = config.preprocessing.input_size
-    proto = onnx.load_from_string(export.network_to_onnx(model, torch.zeros(2, 3, size, size), folder))
-    onnx.helper.set_model_props(proto, {export.WEIGHTS_SHA_KEY: export._sha256(folder / "model.safetensors")})
-    (folder / ONNX_DIR).mkdir()
-    (folder / ONNX_DIR / ONNX_FILE).write_bytes(proto.SerializeToString())
-    old = Detector.load(folder, runtime="onnx")
+    old = _earlier_export(folder, model, torch.zeros(2, 3, size, size), {})
     assert not old.model.takes_pixels
     np.testing.assert_allclose(
         old.score_batch(pictures), Detector.load(folder, runtime="torch").score_batch(pictures), atol=TOL
@@ -133,24 +138,12 @@ def test_an_earlier_channels_last_export_still_runs(
     trained_bundle: Path, tmp_path: Path, pictures: list[np.ndarray]
 ) -> None:
     """The version before took channels-last pixels; its graph is fed the same planes, rearranged."""
-    import onnx
-
     folder = Path(shutil.copytree(trained_bundle, tmp_path / "channels_last"))
     config, model = load_bundle(folder)
     size = config.preprocessing.input_size
     graph = _ChannelsLast(export.PixelInput(model, config.preprocessing)).eval()
     pixels = torch.zeros(2, size, size, 3, dtype=torch.uint8)
-    proto = onnx.load_from_string(export.network_to_onnx(graph, pixels, folder))
-    onnx.helper.set_model_props(
-        proto,
-        {
-            export.WEIGHTS_SHA_KEY: export._sha256(folder / "model.safetensors"),
-            export.INPUT_STEP_KEY: export._input_step(config.preprocessing),
-        },
-    )
-    (folder / ONNX_DIR).mkdir()
-    (folder / ONNX_DIR / ONNX_FILE).write_bytes(proto.SerializeToString())
-    old = Detector.load(folder, runtime="onnx")
+    old = _earlier_export(folder, graph, pixels, {export.INPUT_STEP_KEY: export._input_step(config.preprocessing)})
     assert old.model.takes_pixels and old.model.input_shape[1:] == [3, size, size]
     np.testing.assert_allclose(
         old.score_batch(pictures), Detector.load(folder, runtime="torch").score_batch(pictures), atol=TOL

@@ -127,7 +127,7 @@ def _check_agreement(model: nn.Module, runner: OnnxRunner, config: BundleConfig,
     size = config.preprocessing.input_size
     pixels = np.random.default_rng(0).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
     x = torch.from_numpy(np.stack([config.preprocessing(p) for p in pixels]))
-    planes = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))
+    planes = torch.from_numpy(np.stack([config.preprocessing.planes(p) for p in pixels]))
     with torch.inference_mode():
         expected = config.p_fake_from_logits(model(x))
         gap = float((expected - config.p_fake_from_logits(runner(planes))).abs().max())
